@@ -1,0 +1,3 @@
+"""opencoded: the opencode daemon."""
+
+__version__ = "0.1.0"
