@@ -1,0 +1,138 @@
+"""The provider interface: what the agent loop needs from a language model service.
+
+Providers translate one provider-neutral conversation into their wire protocol and
+translate their stream back into the small set of events below. The agent loop knows
+nothing else about them, so a new backend is one module implementing `Provider`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Literal, Protocol
+
+import attrs
+
+# ---- the conversation sent to a provider -------------------------------------------
+
+
+@attrs.frozen
+class TextBlock:
+    text: str
+
+
+@attrs.frozen
+class ToolUseBlock:
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+@attrs.frozen
+class ToolResultBlock:
+    tool_use_id: str
+    content: str
+    is_error: bool = False
+
+
+Block = TextBlock | ToolUseBlock | ToolResultBlock
+
+
+@attrs.frozen
+class ChatMessage:
+    role: Literal["user", "assistant"]
+    content: tuple[Block, ...]
+
+
+@attrs.frozen
+class ToolSpec:
+    """A tool as the model sees it: JSON Schema for its input."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+@attrs.frozen
+class ChatRequest:
+    model: str
+    system: str
+    messages: tuple[ChatMessage, ...]
+    tools: tuple[ToolSpec, ...] = ()
+    max_tokens: int = 8192
+
+
+# ---- what a provider streams back --------------------------------------------------
+
+
+@attrs.frozen
+class TextDelta:
+    text: str
+
+
+@attrs.frozen
+class TextEnd:
+    """The current text block is complete."""
+
+
+@attrs.frozen
+class ToolCall:
+    """A whole tool call, emitted once its input JSON is complete."""
+
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+@attrs.frozen
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+@attrs.frozen
+class Stop:
+    """The model finished this step. reason: 'end_turn', 'tool_use', 'max_tokens', ..."""
+
+    reason: str
+
+
+StreamEvent = TextDelta | TextEnd | ToolCall | Usage | Stop
+
+
+class ProviderError(Exception):
+    """A provider failure, already classified for the API.
+
+    code is one of the contract's error codes: PROVIDER_ERROR, RATE_LIMITED, UNAUTHORIZED,
+    INVALID_REQUEST. retryable says whether a retry could help (429, 5xx, dropped stream);
+    the retry policy lives in one place (`providers.retry`), not in each provider.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "PROVIDER_ERROR",
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class Provider(Protocol):
+    """One configured provider (anthropic, openai, or an OpenAI-compatible server)."""
+
+    id: str
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """Stream one model step. Raises ProviderError. Cancellation closes the stream."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,37 @@
+"""The tool interface. Tools are what the agent may do to the session directory.
+
+Every tool confines paths to `ToolContext.root` (after resolving `..` and symlinks) and
+reports failure as a `ToolOutput` with `error=True` (or by raising `ToolError`, which the
+runner turns into one); a tool never crashes a turn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+
+
+class ToolError(Exception):
+    """A failure the model should read (bad argument, missing file, path escape...)."""
+
+
+@attrs.frozen
+class ToolContext:
+    root: Path  # the session directory, already resolved
+    bash_timeout: float = 120.0
+
+
+@attrs.frozen
+class ToolOutput:
+    output: str
+    error: bool = False
+
+
+class Tool(Protocol):
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolOutput: ...
