@@ -7,6 +7,7 @@ runner turns into one); a tool never crashes a turn.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +22,10 @@ class ToolError(Exception):
 class ToolContext:
     root: Path  # the session directory, already resolved
     bash_timeout: float = 120.0
+    # Told the process-group id of a bash command when it starts and when it is gone, so
+    # the daemon can record it (and kill leftovers after a crash). Called in the Trio thread.
+    on_spawn: Callable[[int], None] | None = None
+    on_exit: Callable[[int], None] | None = None
 
 
 @attrs.frozen
