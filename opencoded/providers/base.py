@@ -74,9 +74,18 @@ class TextEnd:
     """The current text block is complete."""
 
 
+# A model sometimes streams tool input that is not a JSON object. The turn should not fail for
+# that: the provider emits ToolCall(input={INVALID_INPUT_KEY: raw_text}) and the tool runner
+# answers with an error result quoting it, so the model can correct itself on the next step.
+INVALID_INPUT_KEY = "_invalid_json"
+
+
 @attrs.frozen
 class ToolCall:
-    """A whole tool call, emitted once its input JSON is complete."""
+    """A whole tool call, emitted once its input JSON is complete.
+
+    input is always a dict; see INVALID_INPUT_KEY for input that did not parse.
+    """
 
     id: str
     name: str
@@ -85,6 +94,12 @@ class ToolCall:
 
 @attrs.frozen
 class Usage:
+    """Token counts for one model step; providers emit exactly one, just before Stop.
+
+    input_tokens excludes cached tokens (cache reads and writes are counted apart, as
+    Anthropic reports them), so cost is a plain sum of count x price per kind.
+    """
+
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0

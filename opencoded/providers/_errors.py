@@ -1,0 +1,129 @@
+"""Turn SDK failures into ProviderError, the same way for every provider.
+
+The anthropic and openai SDKs share a shape (`APIStatusError` with `status_code`, `response`,
+`body`; `APIConnectionError`; raw `httpx2` transport errors mid-stream), so one mapping serves
+both; each provider only says which SDK classes are which.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .base import INVALID_INPUT_KEY, ProviderError
+
+# Statuses a retry can fix. 408/409 are retried by the SDKs themselves too; 529 is Anthropic's
+# "overloaded".
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _api_message(body: Any, fallback: str) -> str:
+    """The provider's own error text, without the SDK's 'Error code: N - {...}' wrapping."""
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"]
+        if isinstance(body.get("message"), str):
+            return body["message"]
+    if isinstance(body, str) and body:
+        return body
+    return fallback
+
+
+def _error_type(body: Any) -> str | None:
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and isinstance(err.get("type"), str):
+            return err["type"]
+    return None
+
+
+def from_status(
+    provider: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: Any,
+    *,
+    key_hint: str,
+    fallback: str = "",
+) -> ProviderError:
+    """Classify an HTTP error answer (or an SSE `error` event carried on a 200 stream)."""
+    detail = _api_message(body, fallback or f"HTTP {status}")
+    kind = _error_type(body)
+    retry_after = parse_retry_after(headers)
+    if status == 200 and kind:
+        # An error event mid-stream: the status is the stream's, the type says what happened.
+        status = {"overloaded_error": 529, "rate_limit_error": 429, "api_error": 500}.get(kind, 500)
+    if status == 401:
+        return ProviderError(
+            f"{provider} rejected the API key (401): check {key_hint}. {detail}",
+            status=status,
+        )
+    if status == 429 or kind == "rate_limit_error":
+        return ProviderError(
+            f"{provider} rate limit (429): {detail}",
+            code="RATE_LIMITED",
+            status=429,
+            retryable=True,
+            retry_after=retry_after,
+        )
+    if status == 404:
+        return ProviderError(
+            f"{provider}: not found (404), is the model id right? {detail}", status=404
+        )
+    retryable = status in RETRYABLE_STATUSES or status >= 500
+    return ProviderError(
+        f"{provider} error ({status}): {detail}",
+        status=status,
+        retryable=retryable,
+        retry_after=retry_after,
+    )
+
+
+def connection_error(provider: str, exc: BaseException) -> ProviderError:
+    """The request never got an answer (refused, DNS, timeout)."""
+    return ProviderError(f"{provider} unreachable: {exc}", retryable=True)
+
+
+def stream_cut(provider: str, exc: BaseException | None = None) -> ProviderError:
+    """The answer started but did not finish: retryable, nothing complete was received."""
+    why = f": {exc}" if exc else ""
+    return ProviderError(
+        f"{provider} stream ended before the reply was complete{why}", retryable=True
+    )
+
+
+def parse_tool_input(raw: str) -> dict[str, Any]:
+    """Parse streamed tool input; see base.INVALID_INPUT_KEY for what bad input becomes."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {INVALID_INPUT_KEY: raw}
+    return value if isinstance(value, dict) else {INVALID_INPUT_KEY: raw}

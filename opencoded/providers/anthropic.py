@@ -1,0 +1,232 @@
+"""Anthropic Messages API provider, through the official `anthropic` SDK.
+
+The SDK is imported when a provider is built, not when this package is imported: it costs
+about 0.7 s, and a daemon configured for OpenAI only never needs it.
+
+Prompt caching: the system prompt, the last tool and the last message block carry
+`cache_control: ephemeral`, so each agent step re-reads the unchanged prefix from the cache
+(three of the four breakpoints Anthropic allows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from . import _errors
+from .base import (
+    ChatMessage,
+    ChatRequest,
+    ProviderError,
+    Stop,
+    StreamEvent,
+    TextBlock,
+    TextDelta,
+    TextEnd,
+    ToolCall,
+    ToolResultBlock,
+    ToolUseBlock,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    import anthropic
+
+NAME = "Anthropic"
+KEY_HINT = "ANTHROPIC_API_KEY or provider.anthropic.options.apiKey"
+_CACHE = {"type": "ephemeral"}
+
+
+# ---- request -------------------------------------------------------------------------------
+
+
+def _block(block: TextBlock | ToolUseBlock | ToolResultBlock) -> dict[str, Any]:
+    if isinstance(block, TextBlock):
+        return {"type": "text", "text": block.text}
+    if isinstance(block, ToolUseBlock):
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+    return {
+        "type": "tool_result",
+        "tool_use_id": block.tool_use_id,
+        "content": block.content,
+        "is_error": block.is_error,
+    }
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    # The API rejects empty text blocks, which a cancelled step can leave behind.
+    blocks = [_block(b) for b in message.content if not (isinstance(b, TextBlock) and not b.text)]
+    return {"role": message.role, "content": blocks}
+
+
+def build_params(request: ChatRequest) -> dict[str, Any]:
+    """The keyword arguments of `messages.create` for one step (without `stream`)."""
+    messages = [_message(m) for m in request.messages]
+    if messages and messages[-1]["content"]:
+        last = messages[-1]["content"]
+        last[-1] = {**last[-1], "cache_control": _CACHE}
+    params: dict[str, Any] = {
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "messages": messages,
+    }
+    if request.system:
+        params["system"] = [{"type": "text", "text": request.system, "cache_control": _CACHE}]
+    if request.tools:
+        tools = [
+            {"name": t.name, "description": t.description, "input_schema": t.input_schema}
+            for t in request.tools
+        ]
+        tools[-1]["cache_control"] = _CACHE
+        params["tools"] = tools
+    return params
+
+
+# ---- response ------------------------------------------------------------------------------
+
+
+class _StepState:
+    """Folds the raw SSE events of one step into neutral events."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.usage = Usage()
+        self.stop_reason: str | None = None
+        self.stopped = False
+
+    def feed(self, event: Any) -> list[StreamEvent]:
+        handler = getattr(self, f"_on_{event.type}", None)
+        return handler(event) if handler else []
+
+    def _on_message_start(self, event: Any) -> list[StreamEvent]:
+        self._take_usage(event.message.usage)
+        return []
+
+    def _on_content_block_start(self, event: Any) -> list[StreamEvent]:
+        block = event.content_block
+        if block.type == "text":
+            self.blocks[event.index] = {"type": "text"}
+            return [TextDelta(block.text)] if block.text else []
+        if block.type == "tool_use":
+            self.blocks[event.index] = {"type": "tool_use", "id": block.id, "name": block.name}
+            self.blocks[event.index]["json"] = []
+        return []
+
+    def _on_content_block_delta(self, event: Any) -> list[StreamEvent]:
+        delta = event.delta
+        if delta.type == "text_delta" and delta.text:
+            return [TextDelta(delta.text)]
+        if delta.type == "input_json_delta":
+            block = self.blocks.get(event.index)
+            if block is not None and block["type"] == "tool_use":
+                block["json"].append(delta.partial_json)
+        return []
+
+    def _on_content_block_stop(self, event: Any) -> list[StreamEvent]:
+        block = self.blocks.pop(event.index, None)
+        if block is None:
+            return []
+        if block["type"] == "text":
+            return [TextEnd()]
+        tool_input = _errors.parse_tool_input("".join(block["json"]))
+        return [ToolCall(block["id"], block["name"], tool_input)]
+
+    def _on_message_delta(self, event: Any) -> list[StreamEvent]:
+        if event.delta.stop_reason:
+            self.stop_reason = event.delta.stop_reason
+        if event.usage is not None:
+            self._take_usage(event.usage)
+        return []
+
+    def _on_message_stop(self, event: Any) -> list[StreamEvent]:
+        self.stopped = True
+        return [self.usage, Stop(self.stop_reason or "end_turn")]
+
+    def _take_usage(self, usage: Any) -> None:
+        """message_delta carries cumulative counts; a None field keeps what we had."""
+
+        def pick(name: str, old: int) -> int:
+            value = getattr(usage, name, None)
+            return old if value is None else int(value)
+
+        u = self.usage
+        self.usage = Usage(
+            input_tokens=pick("input_tokens", u.input_tokens),
+            output_tokens=pick("output_tokens", u.output_tokens),
+            cache_read_tokens=pick("cache_read_input_tokens", u.cache_read_tokens),
+            cache_write_tokens=pick("cache_creation_input_tokens", u.cache_write_tokens),
+        )
+
+
+# ---- provider ------------------------------------------------------------------------------
+
+
+class AnthropicProvider:
+    """A Provider for the Anthropic API (or anything speaking its protocol at base_url)."""
+
+    def __init__(
+        self,
+        id: str = "anthropic",
+        *,
+        api_key: str | None,
+        base_url: str | None = None,
+        timeout: float = 600.0,
+        key_hint: str = KEY_HINT,
+    ) -> None:
+        import anthropic
+        import httpx2
+
+        self.id = id
+        self._sdk = anthropic
+        self._transport_error = httpx2.TransportError
+        self._key_hint = key_hint
+        # max_retries=0: retries are ours (providers.retry), so they are counted once and an
+        # abort never waits inside the SDK's backoff.
+        self._client: anthropic.AsyncAnthropic = anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=httpx2.Timeout(timeout, connect=10.0),
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """Stream one step. Leaving early (cancel, aclose) closes the HTTP response."""
+        params = build_params(request)
+        try:
+            sdk_stream = await self._client.messages.create(**params, stream=True)
+        except Exception as exc:
+            raise self._map(exc) from exc
+        state = _StepState()
+        async with sdk_stream:
+            try:
+                async for event in sdk_stream:
+                    for out in state.feed(event):
+                        yield out
+            except Exception as exc:
+                raise self._map(exc, midstream=True) from exc
+        if not state.stopped:
+            raise _errors.stream_cut(self.id)
+
+    def _map(self, exc: Exception, midstream: bool = False) -> ProviderError:
+        sdk = self._sdk
+        if isinstance(exc, ProviderError):
+            return exc
+        if isinstance(exc, sdk.APIStatusError):
+            return _errors.from_status(
+                self.id,
+                exc.status_code,
+                exc.response.headers,
+                exc.body,
+                key_hint=self._key_hint,
+                fallback=exc.message,
+            )
+        if isinstance(exc, sdk.APIConnectionError | self._transport_error):
+            return (
+                _errors.stream_cut(self.id, exc)
+                if midstream
+                else _errors.connection_error(self.id, exc)
+            )
+        return ProviderError(f"{self.id}: unexpected failure: {exc!r}")
+
+    async def aclose(self) -> None:
+        await self._client.close()

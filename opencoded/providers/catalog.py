@@ -1,0 +1,140 @@
+"""Built-in model catalog: context windows and list prices, for `GET /models` and turn cost.
+
+Prices are US dollars per million tokens, from the providers' public price pages as known on
+2025-11-25 (Anthropic: 5-minute cache writes; OpenAI: cached input, no cache-write charge, so
+cache_write equals input). New models appear every month: an id not listed here is still
+passed to the provider as it is; its cost is 0 and its price is reported as unknown (null).
+Dated snapshots (`claude-sonnet-4-5-20250929`) and `-latest` names resolve to their entry.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from .base import Usage
+
+
+@attrs.frozen
+class Price:
+    input: float
+    output: float
+    cache_read: float
+    cache_write: float
+
+
+@attrs.frozen
+class ModelInfo:
+    id: str
+    provider: str
+    name: str
+    context: int
+    price: Price | None
+    aliases: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        """The `GET /models` item shape."""
+        price = attrs.asdict(self.price) if self.price else None
+        return {
+            "id": self.id,
+            "provider": self.provider,
+            "name": self.name,
+            "context": self.context,
+            "price": price,
+        }
+
+
+def _anthropic(
+    id: str, name: str, p_in: float, p_out: float, aliases: tuple[str, ...] = ()
+) -> ModelInfo:
+    # Anthropic: cache reads cost 0.1x input, 5-minute cache writes 1.25x input.
+    price = Price(p_in, p_out, round(p_in * 0.1, 4), round(p_in * 1.25, 4))
+    return ModelInfo(id, "anthropic", name, 200_000, price, aliases)
+
+
+def _openai(
+    id: str, name: str, context: int, p_in: float, p_out: float, cached: float
+) -> ModelInfo:
+    return ModelInfo(id, "openai", name, context, Price(p_in, p_out, cached, p_in))
+
+
+MODELS: tuple[ModelInfo, ...] = (
+    # Anthropic, newest first (the first is not the default; see registry.DEFAULT_MODELS).
+    _anthropic("claude-opus-4-5", "Claude Opus 4.5", 5.0, 25.0, ("claude-opus-4-5-20251101",)),
+    _anthropic(
+        "claude-sonnet-4-5", "Claude Sonnet 4.5", 3.0, 15.0, ("claude-sonnet-4-5-20250929",)
+    ),
+    _anthropic("claude-haiku-4-5", "Claude Haiku 4.5", 1.0, 5.0, ("claude-haiku-4-5-20251001",)),
+    _anthropic("claude-opus-4-1", "Claude Opus 4.1", 15.0, 75.0, ("claude-opus-4-1-20250805",)),
+    _anthropic("claude-opus-4-0", "Claude Opus 4", 15.0, 75.0, ("claude-opus-4-20250514",)),
+    _anthropic("claude-sonnet-4-0", "Claude Sonnet 4", 3.0, 15.0, ("claude-sonnet-4-20250514",)),
+    _anthropic(
+        "claude-3-7-sonnet-latest",
+        "Claude Sonnet 3.7",
+        3.0,
+        15.0,
+        ("claude-3-7-sonnet-20250219", "claude-3-7-sonnet"),
+    ),
+    _anthropic(
+        "claude-3-5-haiku-latest",
+        "Claude Haiku 3.5",
+        0.8,
+        4.0,
+        ("claude-3-5-haiku-20241022", "claude-3-5-haiku"),
+    ),
+    _anthropic("claude-3-haiku-20240307", "Claude Haiku 3", 0.25, 1.25),
+    # OpenAI
+    _openai("gpt-5.1", "GPT-5.1", 400_000, 1.25, 10.0, 0.125),
+    _openai("gpt-5", "GPT-5", 400_000, 1.25, 10.0, 0.125),
+    _openai("gpt-5-mini", "GPT-5 mini", 400_000, 0.25, 2.0, 0.025),
+    _openai("gpt-5-nano", "GPT-5 nano", 400_000, 0.05, 0.40, 0.005),
+    _openai("gpt-4.1", "GPT-4.1", 1_047_576, 2.0, 8.0, 0.50),
+    _openai("gpt-4.1-mini", "GPT-4.1 mini", 1_047_576, 0.40, 1.60, 0.10),
+    _openai("gpt-4.1-nano", "GPT-4.1 nano", 1_047_576, 0.10, 0.40, 0.025),
+    _openai("gpt-4o", "GPT-4o", 128_000, 2.50, 10.0, 1.25),
+    _openai("gpt-4o-mini", "GPT-4o mini", 128_000, 0.15, 0.60, 0.075),
+    _openai("o3", "o3", 200_000, 2.0, 8.0, 0.50),
+    _openai("o4-mini", "o4-mini", 200_000, 1.10, 4.40, 0.275),
+    _openai("o3-mini", "o3-mini", 200_000, 1.10, 4.40, 0.55),
+)
+
+_INDEX: dict[tuple[str, str], ModelInfo] = {}
+for _m in MODELS:
+    for _name in (_m.id, *_m.aliases):
+        _INDEX[(_m.provider, _name)] = _m
+
+_SNAPSHOT = re.compile(r"-(\d{8}|latest)$")
+
+
+def models_for(provider: str) -> list[ModelInfo]:
+    """The catalog's models of one provider kind ("anthropic" or "openai"), in table order."""
+    return [m for m in MODELS if m.provider == provider]
+
+
+def lookup(provider: str | None, model: str) -> ModelInfo | None:
+    """The entry for a model id or alias; provider None searches every provider."""
+    providers = [provider] if provider else sorted({m.provider for m in MODELS})
+    for p in providers:
+        found = _INDEX.get((p, model))
+        if found is None and _SNAPSHOT.search(model):
+            # An unlisted snapshot of a listed model: claude-haiku-4-5-20260101.
+            found = _INDEX.get((p, _SNAPSHOT.sub("", model)))
+        if found is not None:
+            return found
+    return None
+
+
+def cost(model: str, usage: Usage, provider: str | None = None) -> float:
+    """Dollars for one usage record; 0.0 when the model's price is unknown."""
+    info = lookup(provider, model)
+    if info is None or info.price is None:
+        return 0.0
+    p = info.price
+    total = (
+        usage.input_tokens * p.input
+        + usage.output_tokens * p.output
+        + usage.cache_read_tokens * p.cache_read
+        + usage.cache_write_tokens * p.cache_write
+    )
+    return total / 1_000_000

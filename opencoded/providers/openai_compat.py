@@ -1,0 +1,281 @@
+"""OpenAI Chat Completions provider: OpenAI itself and OpenAI-compatible servers.
+
+Ollama, vLLM, llama.cpp's server and LM Studio speak the same streaming chunk protocol, so
+one module serves them all; `official=True` only changes details OpenAI's own API wants.
+
+Conversation mapping: the system prompt is a `system` message; an assistant's ToolUseBlocks
+become its `tool_calls`; each ToolResultBlock becomes a `tool` message (placed before any
+user text of the same turn, as the API requires tool answers right after the call). The API
+has no error flag on tool results, so an error result's content is prefixed with "Error: ".
+
+Tool calls arrive as deltas keyed by index (id and name first, then argument pieces); they
+are emitted as whole ToolCalls when the choice finishes. Arguments that are not a JSON object
+become `{INVALID_INPUT_KEY: raw}` (see base.py): the model gets an error back instead of the
+turn failing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from . import _errors
+from .base import (
+    ChatMessage,
+    ChatRequest,
+    ProviderError,
+    Stop,
+    StreamEvent,
+    TextBlock,
+    TextDelta,
+    TextEnd,
+    ToolCall,
+    ToolResultBlock,
+    ToolUseBlock,
+    Usage,
+)
+
+_FINISH = {
+    "stop": "end_turn",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "length": "max_tokens",
+    "content_filter": "refusal",
+}
+
+# ---- request -------------------------------------------------------------------------------
+
+
+def _assistant(message: ChatMessage) -> list[dict[str, Any]]:
+    text = "".join(b.text for b in message.content if isinstance(b, TextBlock))
+    calls = [
+        {
+            "id": b.id,
+            "type": "function",
+            "function": {"name": b.name, "arguments": json.dumps(b.input)},
+        }
+        for b in message.content
+        if isinstance(b, ToolUseBlock)
+    ]
+    out: dict[str, Any] = {"role": "assistant", "content": text or None}
+    if calls:
+        out["tool_calls"] = calls
+    return [out]
+
+
+def _user(message: ChatMessage) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [
+        {
+            "role": "tool",
+            "tool_call_id": b.tool_use_id,
+            "content": f"Error: {b.content}" if b.is_error else b.content,
+        }
+        for b in message.content
+        if isinstance(b, ToolResultBlock)
+    ]
+    text = "\n".join(b.text for b in message.content if isinstance(b, TextBlock) and b.text)
+    if text:
+        out.append({"role": "user", "content": text})
+    return out
+
+
+def build_params(request: ChatRequest, *, official: bool) -> dict[str, Any]:
+    """The keyword arguments of `chat.completions.create` for one step."""
+    messages: list[dict[str, Any]] = []
+    if request.system:
+        messages.append({"role": "system", "content": request.system})
+    for m in request.messages:
+        messages += _assistant(m) if m.role == "assistant" else _user(m)
+    params: dict[str, Any] = {
+        "model": request.model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    # OpenAI's reasoning models refuse max_tokens; many compatible servers only know it.
+    params["max_completion_tokens" if official else "max_tokens"] = request.max_tokens
+    if request.tools:
+        params["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": t.input_schema,
+                },
+            }
+            for t in request.tools
+        ]
+    return params
+
+
+# ---- response ------------------------------------------------------------------------------
+
+
+class _StepState:
+    """Folds chunks of one step into neutral events."""
+
+    def __init__(self) -> None:
+        self.text_open = False
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish: str | None = None
+        self.usage: Usage | None = None
+        self.called_tools = False
+
+    def feed(self, chunk: Any) -> list[StreamEvent]:
+        if getattr(chunk, "usage", None) is not None:
+            self.usage = _usage(chunk.usage)
+        out: list[StreamEvent] = []
+        for choice in chunk.choices or ():
+            if choice.index != 0:
+                continue
+            delta = choice.delta
+            if delta is not None:
+                out += self._delta(delta)
+            if choice.finish_reason:
+                self.finish = choice.finish_reason
+                out += self._close_text()
+                out += self._tool_calls()
+        return out
+
+    def _delta(self, delta: Any) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        if delta.content:
+            self.text_open = True
+            out.append(TextDelta(delta.content))
+        for tc in delta.tool_calls or ():
+            out += self._close_text()
+            index = tc.index if tc.index is not None else len(self.calls)
+            entry = self.calls.setdefault(index, {"id": None, "name": "", "args": []})
+            if tc.id:
+                entry["id"] = tc.id
+            if tc.function is not None:
+                if tc.function.name:
+                    entry["name"] = tc.function.name
+                if tc.function.arguments:
+                    entry["args"].append(tc.function.arguments)
+        return out
+
+    def _close_text(self) -> list[StreamEvent]:
+        if not self.text_open:
+            return []
+        self.text_open = False
+        return [TextEnd()]
+
+    def _tool_calls(self) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        for index in sorted(self.calls):
+            entry = self.calls[index]
+            call_id = entry["id"] or f"call_{uuid.uuid4().hex[:24]}"
+            tool_input = _errors.parse_tool_input("".join(entry["args"]))
+            out.append(ToolCall(call_id, entry["name"], tool_input))
+        self.called_tools = self.called_tools or bool(self.calls)
+        self.calls.clear()
+        return out
+
+    def final(self) -> list[StreamEvent]:
+        assert self.finish is not None
+        reason = _FINISH.get(self.finish, self.finish)
+        if self.called_tools:
+            # Some compatible servers say "stop" even when the step called tools.
+            reason = "tool_use"
+        return [self.usage or Usage(), Stop(reason)]
+
+
+def _usage(usage: Any) -> Usage:
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = int(getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
+    prompt = int(usage.prompt_tokens or 0)
+    return Usage(
+        input_tokens=max(0, prompt - cached),
+        output_tokens=int(usage.completion_tokens or 0),
+        cache_read_tokens=cached,
+    )
+
+
+# ---- provider ------------------------------------------------------------------------------
+
+
+class OpenAICompatProvider:
+    """A Provider for OpenAI (`official=True`) or an OpenAI-compatible server at base_url."""
+
+    def __init__(
+        self,
+        id: str = "openai",
+        *,
+        api_key: str | None,
+        base_url: str | None = None,
+        official: bool = True,
+        timeout: float = 600.0,
+        key_hint: str = "OPENAI_API_KEY or provider.openai.options.apiKey",
+    ) -> None:
+        import httpx2
+        import openai
+
+        self.id = id
+        self._sdk = openai
+        self._transport_error = httpx2.TransportError
+        self._official = official
+        self._key_hint = key_hint
+        # Local servers need no key, but the SDK insists on one.
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key or "not-needed",
+            base_url=base_url,
+            max_retries=0,
+            timeout=httpx2.Timeout(timeout, connect=10.0),
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """Stream one step. Leaving early (cancel, aclose) closes the HTTP response."""
+        params = build_params(request, official=self._official)
+        try:
+            sdk_stream = await self._client.chat.completions.create(**params)
+        except Exception as exc:
+            raise self._map(exc) from exc
+        state = _StepState()
+        async with sdk_stream:
+            try:
+                async for chunk in sdk_stream:
+                    for out in state.feed(chunk):
+                        yield out
+            except Exception as exc:
+                raise self._map(exc, midstream=True) from exc
+        if state.finish is None:
+            raise _errors.stream_cut(self.id)
+        for out in state.final():
+            yield out
+
+    async def list_models(self) -> list[str]:
+        """Model ids the server offers (`GET /models`), for servers like Ollama."""
+        try:
+            page = await self._client.models.list()
+        except Exception as exc:
+            raise self._map(exc) from exc
+        return [m.id for m in page.data]
+
+    def _map(self, exc: Exception, midstream: bool = False) -> ProviderError:
+        sdk = self._sdk
+        if isinstance(exc, ProviderError):
+            return exc
+        if isinstance(exc, sdk.APIStatusError):
+            return _errors.from_status(
+                self.id,
+                exc.status_code,
+                exc.response.headers,
+                exc.body,
+                key_hint=self._key_hint,
+                fallback=exc.message,
+            )
+        if isinstance(exc, sdk.APIConnectionError | self._transport_error):
+            if midstream:
+                return _errors.stream_cut(self.id, exc)
+            return _errors.connection_error(self.id, exc)
+        if isinstance(exc, sdk.APIError):
+            # An error object inside the stream: the server failed while answering.
+            return ProviderError(f"{self.id} error: {exc.message}", retryable=True)
+        return ProviderError(f"{self.id}: unexpected failure: {exc!r}")
+
+    async def aclose(self) -> None:
+        await self._client.close()

@@ -1,0 +1,87 @@
+"""The one retry policy for provider calls.
+
+A step is retried only while nothing of it has been yielded: once text reached the user (and
+the event log), replaying the step would show it twice, so a failure after that ends the turn
+with the error. Failures before the first event (429, 5xx, 529, refused connection, a stream
+cut before any content) are retried with exponential backoff and jitter, honouring the
+provider's Retry-After.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+
+import trio
+
+from .base import ChatRequest, Provider, ProviderError, StreamEvent
+
+log = logging.getLogger(__name__)
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    base_delay: float,
+    max_delay: float,
+    retry_after: float | None = None,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Seconds to wait before retry number `attempt` (0-based).
+
+    Equal jitter: half the exponential delay is fixed, half random, so concurrent sessions
+    hitting the same 429 spread out. A Retry-After from the provider is a floor.
+    """
+    exp = min(max_delay, base_delay * (2**attempt))
+    delay = exp / 2 + rand() * exp / 2
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+async def stream_with_retry(
+    provider: Provider,
+    request: ChatRequest,
+    *,
+    attempts: int = 4,
+    base_delay: float = 0.5,
+    max_delay: float = 8.0,
+    max_retry_after: float = 60.0,
+    sleep: Callable[[float], Awaitable[None]] = trio.sleep,
+    on_retry: Callable[[int, ProviderError, float], None] | None = None,
+) -> AsyncIterator[StreamEvent]:
+    """Yield the events of one step, retrying retryable failures that happen before any event.
+
+    attempts counts tries, not retries. A Retry-After longer than max_retry_after is not
+    waited for: the error is raised at once (waiting minutes inside a turn helps nobody).
+    on_retry(attempt, error, delay) is called before each wait, e.g. to log or report.
+    """
+    for attempt in range(attempts):
+        yielded = False
+        try:
+            async with aclosing(provider.stream(request)) as events:
+                async for event in events:
+                    yielded = True
+                    yield event
+            return
+        except ProviderError as err:
+            last_try = attempt == attempts - 1
+            too_long = err.retry_after is not None and err.retry_after > max_retry_after
+            if yielded or not err.retryable or last_try or too_long:
+                raise
+            delay = backoff_delay(
+                attempt, base_delay=base_delay, max_delay=max_delay, retry_after=err.retry_after
+            )
+            log.warning(
+                "%s: %s; retry %d/%d in %.2fs",
+                provider.id,
+                err.message,
+                attempt + 1,
+                attempts - 1,
+                delay,
+            )
+            if on_retry is not None:
+                on_retry(attempt, err, delay)
+        await sleep(delay)
