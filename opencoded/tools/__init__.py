@@ -13,7 +13,7 @@ from typing import Any
 from opencoded.tools.base import Tool, ToolContext, ToolError, ToolOutput
 from opencoded.tools.bash import BashTool
 from opencoded.tools.files import EditTool, ListTool, ReadTool, WriteTool
-from opencoded.tools.output import MAX_CHARS, MAX_LINES, cap_head
+from opencoded.tools.output import MAX_CHARS, MAX_LINES, NOTE_LINES, cap_head
 from opencoded.tools.paths import PathEscapeError, resolve_inside
 from opencoded.tools.schema import validate_args
 from opencoded.tools.search import GlobTool, GrepTool
@@ -65,4 +65,6 @@ async def run_tool(name: str, args: Any, ctx: ToolContext) -> ToolOutput:
     except Exception as exc:
         log.exception("tool %s failed", name)
         result = ToolOutput(f"tool {name} failed: {type(exc).__name__}: {exc}", error=True)
-    return ToolOutput(cap_head(result.output), error=result.error)
+    return ToolOutput(
+        cap_head(result.output, MAX_CHARS, MAX_LINES + NOTE_LINES), error=result.error
+    )

@@ -13,6 +13,7 @@ from typing import Any
 import trio
 
 from opencoded.tools.base import ToolContext, ToolError, ToolOutput
+from opencoded.tools.output import MAX_CHARS
 from opencoded.tools.paths import relative_to_root, resolve_inside
 
 DEFAULT_READ_LIMIT = 2_000
@@ -76,15 +77,19 @@ class ReadTool:
         if _looks_binary(target):
             raise ToolError(f"{path} looks like a binary file; not shown")
         out: list[str] = []
-        total = 0
+        total = size = 0
+        budget = MAX_CHARS - 200  # stop early on wide lines, and say where to resume
         with target.open(encoding="utf-8", errors="replace", newline=None) as f:
             for number, line in enumerate(f, start=1):
                 total = number
-                if offset <= number < offset + limit:
+                if offset <= number < offset + limit and size < budget:
                     line = line.rstrip("\n")
                     if len(line) > MAX_LINE_CHARS:
                         line = line[:MAX_LINE_CHARS] + " [line cut]"
-                    out.append(f"{number:6}\t{line}")
+                    entry = f"{number:6}\t{line}"
+                    size += len(entry) + 1
+                    if size <= budget or not out:
+                        out.append(entry)
         if total == 0:
             return "(empty file)"
         if offset > total:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 MAX_CHARS = 50_000
 MAX_LINES = 2_000
+# Tools that page their own output (read) fill MAX_LINES with content and add a note on
+# where to resume; the final cap leaves room for such notes so it does not cut them off.
+NOTE_LINES = 20
 
 
 def cap_head(text: str, max_chars: int = MAX_CHARS, max_lines: int = MAX_LINES) -> str:
