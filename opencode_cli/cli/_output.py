@@ -1,0 +1,89 @@
+"""Terminal output: colour only on a terminal (and never with NO_COLOR), stable text otherwise.
+
+Listings print aligned columns with a header on a terminal, and tab-separated rows without a
+header when piped, so ``opencode sessions | cut -f1`` works (the ``gh`` convention).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+_CODES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
+
+
+def is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def use_color(stream: TextIO) -> bool:
+    """https://no-color.org: any non-empty NO_COLOR disables colour."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    return is_tty(stream)
+
+
+def paint(text: str, style: str, stream: TextIO) -> str:
+    if not use_color(stream):
+        return text
+    codes = ";".join(_CODES[s] for s in style.split())
+    return f"\x1b[{codes}m{text}\x1b[0m"
+
+
+def out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def error(message: str) -> None:
+    err(paint("error:", "bold red", sys.stderr) + " " + message)
+
+
+def warn(message: str) -> None:
+    err(paint("warning:", "bold yellow", sys.stderr) + " " + message)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [["" if c is None else str(c) for c in row] for row in rows]
+    if not is_tty(sys.stdout):
+        for row in cells:
+            out("\t".join(row))
+        return
+    widths = [len(h) for h in headers]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    head = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
+    out(paint(head, "bold", sys.stdout))
+    for row in cells:
+        out("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def when(stamp: Any) -> str:
+    """Unix seconds as local ``YYYY-MM-DD HH:MM``; other values pass through."""
+    if isinstance(stamp, int | float) and not isinstance(stamp, bool):
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
+    return "" if stamp is None else str(stamp)
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60}m"

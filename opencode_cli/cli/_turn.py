@@ -1,0 +1,194 @@
+"""Running one turn on a terminal or a pipe: shared by ``send`` and ``tui``.
+
+Assistant text goes to stdout as it streams; tool lines, permission prompts and the summary go to
+stderr, so ``opencode send … > answer.md`` captures only the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from opencode_cli import Client, Event, ProtocolError
+
+from ._output import is_tty, paint
+
+#: The argument shown for each known tool (contract section 6); others show compact JSON.
+_KEY_ARG = {
+    "bash": "command",
+    "read": "path",
+    "write": "path",
+    "edit": "path",
+    "list": "path",
+    "glob": "pattern",
+    "grep": "pattern",
+}
+
+Ask = Callable[[Event], str]
+
+
+def tool_summary(tool: str, args: Any, width: int = 100) -> str:
+    args = args if isinstance(args, dict) else {}
+    key = _KEY_ARG.get(tool)
+    if key is not None and isinstance(args.get(key), str):
+        text = args[key]
+    elif key == "path":
+        text = "."
+    else:
+        text = json.dumps(args, ensure_ascii=False, separators=(",", ":"))
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class TextRenderer:
+    """Prints events for people; stays plain when the streams are not terminals."""
+
+    def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
+        self.o = stdout or sys.stdout
+        self.e = stderr or sys.stderr
+        self._mid_line = False  # stdout has text without a final newline
+        self._streamed = False  # text-deltas seen for the current text block
+
+    def _text(self, text: str) -> None:
+        if not text:
+            return
+        self.o.write(text)
+        self.o.flush()
+        self._mid_line = not text.endswith("\n")
+
+    def end_line(self) -> None:
+        if self._mid_line:
+            self.o.write("\n")
+            self.o.flush()
+            self._mid_line = False
+
+    def note(self, line: str) -> None:
+        """A line on stderr; when both streams share a terminal, start it on a fresh line."""
+        if is_tty(self.o) and is_tty(self.e):
+            self.end_line()
+        self.e.write(line + "\n")
+        self.e.flush()
+
+    def event(self, ev: Event) -> None:
+        data = ev.data
+        if ev.type == "text-delta":
+            self._text(str(data.get("text", "")))
+            self._streamed = True
+        elif ev.type == "message":
+            if not self._streamed:
+                self._text(str(data.get("content", "")))
+            self.end_line()
+            self._streamed = False
+        elif ev.type in ("tool", "tool-call"):
+            tool = str(data.get("tool", "?"))
+            arrow = paint("→", "cyan", self.e)
+            self.note(
+                f"{arrow} {paint(tool, 'bold', self.e)} {tool_summary(tool, data.get('args'))}"
+            )
+        elif ev.type == "tool-result" and data.get("error"):
+            first = (str(data.get("output") or "").strip().splitlines() or ["failed"])[0]
+            self.note(paint(f"  ✗ {data.get('tool', '')}: {first[:200]}", "red", self.e))
+        elif ev.type == "error":
+            label = paint("error:", "bold red", self.e)
+            self.note(f"{label} {data.get('message', '')} ({data.get('code', '?')})")
+        elif ev.type == "complete":
+            self.end_line()
+            if is_tty(self.e):
+                self.note(paint(_summary(data), "dim", self.e))
+
+
+def _summary(data: dict[str, Any]) -> str:
+    bits = [str(data.get("status", "?"))]
+    if data.get("tokens"):
+        bits.append(f"{data['tokens']:,} tokens")
+    if data.get("cost"):
+        bits.append(f"${data['cost']:.4f}")
+    if isinstance(data.get("duration_ms"), int | float):
+        bits.append(f"{data['duration_ms'] / 1000:.1f}s")
+    return "[" + " · ".join(bits) + "]"
+
+
+class JsonRenderer:
+    """``--json``: the daemon's NDJSON lines, untouched, one per line."""
+
+    def event(self, ev: Event) -> None:
+        sys.stdout.write(ev.raw + "\n")
+        sys.stdout.flush()
+
+    def note(self, line: str) -> None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def end_line(self) -> None:
+        pass
+
+
+def permission_policy(yes: bool, note: Callable[[str], None]) -> Ask:
+    """``--yes`` allows once; a terminal asks; anything else refuses (nobody is there to ask)."""
+
+    def ask(ev: Event) -> str:
+        tool = str(ev.data.get("tool", "?"))
+        what = f"{tool} {tool_summary(tool, ev.data.get('args'), 200)}"
+        if yes:
+            note(paint(f"allowed (--yes): {what}", "yellow", sys.stderr))
+            return "once"
+        if not is_tty(sys.stdin):
+            note(f"refused: {what} (stdin is not a terminal; pass --yes to allow)")
+            return "reject"
+        return prompt_permission(what)
+
+    return ask
+
+
+def prompt_permission(what: str) -> str:
+    sys.stderr.write(
+        paint("permission: ", "bold yellow", sys.stderr)
+        + f"{what}\nAllow? [y]es, [n]o, [a]lways for this session: "
+    )
+    sys.stderr.flush()
+    while True:
+        answer = sys.stdin.readline()
+        if not answer:
+            return "reject"
+        choice = answer.strip().lower()
+        if choice in ("y", "yes"):
+            return "once"
+        if choice in ("a", "always"):
+            return "always"
+        if choice in ("n", "no"):
+            return "reject"
+        sys.stderr.write("Please answer y, n or a: ")
+        sys.stderr.flush()
+
+
+def run_turn(
+    client: Client, session_id: str, text: str, render: TextRenderer | JsonRenderer, ask: Ask
+) -> str:
+    """Send ``text``, render the stream, answer permissions; return the final status.
+
+    A KeyboardInterrupt aborts the turn on the daemon before it propagates, so Ctrl-C never
+    leaves an agent running unattended.
+    """
+    try:
+        for ev in client.sessions.message(session_id, text=text):
+            render.event(ev)
+            if ev.type == "permission":
+                answer = ask(ev)
+                client.permissions.respond(session_id, str(ev.data.get("id")), answer)
+            elif ev.type == "complete":
+                return str(ev.data.get("status", "error"))
+    except KeyboardInterrupt:
+        render.end_line()
+        abort_quietly(client, session_id)
+        render.note(paint("aborted", "yellow", sys.stderr))
+        raise
+    raise ProtocolError("the event stream ended before the turn completed")
+
+
+def abort_quietly(client: Client, session_id: str) -> None:
+    try:
+        client.sessions.abort(session_id)
+    except Exception as exc:  # the daemon may be gone; Ctrl-C must still exit
+        sys.stderr.write(f"could not abort the turn: {exc}\n")

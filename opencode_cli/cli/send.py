@@ -1,0 +1,70 @@
+"""``opencode send``: one turn from a shell or a script."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from ._common import EXIT_ERROR, EXIT_OK, NoStartOpt, UrlOpt, client, usage_error
+
+
+def send(
+    message: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="The message (words are joined). '-' or nothing with piped stdin reads stdin.",
+            show_default=False,
+        ),
+    ] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", "-s", help="Send to this session id.")
+    ] = None,
+    cont: Annotated[
+        bool,
+        typer.Option("--continue", "-c", help="Continue this directory's latest session."),
+    ] = False,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="PROVIDER/MODEL for a new session.", show_default=False),
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Allow every permission request (once each).")
+    ] = False,
+    title: Annotated[str | None, typer.Option("--title", help="Title of a new session.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the raw NDJSON events.")] = False,
+    url: UrlOpt = None,
+    no_start: NoStartOpt = False,
+) -> None:
+    """Send a message and stream the reply (a new session in this directory unless told)."""
+    from ._output import error
+    from ._sessions import choose_session
+    from ._turn import JsonRenderer, TextRenderer, permission_policy, run_turn
+
+    text = _message_text(message)
+    c = client(url, autostart=True, no_start=no_start)
+    sid = choose_session(c, session=session, cont=cont, model=model, title=title)
+    render = JsonRenderer() if json_ else TextRenderer()
+    status = run_turn(c, sid, text, render, permission_policy(yes, render.note))
+    if status != "completed":
+        if not json_:
+            error(f"turn ended with status {status!r} (session {sid})")
+        raise typer.Exit(EXIT_ERROR)
+    raise typer.Exit(EXIT_OK)
+
+
+def _message_text(words: list[str] | None) -> str:
+    if words == ["-"] or (not words and not sys.stdin.isatty()):
+        text = sys.stdin.read()
+    elif not words:
+        raise usage_error("no message: give it as an argument, or pipe it on stdin")
+    else:
+        text = " ".join(words)
+    if not text.strip():
+        raise usage_error("the message is empty")
+    return text
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(send)

@@ -1,0 +1,121 @@
+"""``opencode sessions`` (list, show, delete, abort) and ``opencode messages``.
+
+Other modules add subcommands with ``@sessions.group.command()`` (e.g. ``sessions prune``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ._common import JsonOpt, UrlOpt, client
+
+group = typer.Typer(help="List and manage sessions (no subcommand: list).", no_args_is_help=False)
+
+IdArg = Annotated[str, typer.Argument(help="Session id.", show_default=False)]
+
+
+@group.callback(invoke_without_command=True)
+def _default(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(list_sessions)
+
+
+@group.command("list")
+def list_sessions(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many.")] = 50,
+    before: Annotated[
+        str | None, typer.Option("--before", help="Page cursor: the last id of the previous page.")
+    ] = None,
+    project: Annotated[str | None, typer.Option("--project", help="Only this project id.")] = None,
+    url: UrlOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """List sessions, newest first."""
+    from ._output import print_json, table, when
+
+    items = client(url).sessions.list(limit=limit, before=before, project=project)
+    if json_:
+        print_json([s.raw for s in items])
+        return
+    rows = [
+        (
+            s.id,
+            s.status,
+            when(s.updated or s.created),
+            f"{s.provider}/{s.model}",
+            s.directory,
+            s.title,
+        )
+        for s in items
+    ]
+    table(("ID", "STATUS", "UPDATED", "MODEL", "DIRECTORY", "TITLE"), rows)
+
+
+@group.command()
+def show(session_id: IdArg, url: UrlOpt = None, json_: JsonOpt = False) -> None:
+    """Show one session."""
+    from ._output import out, print_json, when
+
+    s = client(url).sessions.get(session_id)
+    if json_:
+        print_json(s.raw)
+        return
+    for key, value in (
+        ("id", s.id),
+        ("title", s.title),
+        ("status", s.status),
+        ("model", f"{s.provider}/{s.model}"),
+        ("project", s.project),
+        ("directory", s.directory),
+        ("created", when(s.created)),
+        ("updated", when(s.updated)),
+    ):
+        out(f"{key}: {'' if value is None else value}")
+
+
+@group.command()
+def delete(session_id: IdArg, url: UrlOpt = None) -> None:
+    """Delete a session and its history."""
+    client(url).sessions.delete(session_id)
+
+
+@group.command()
+def abort(session_id: IdArg, url: UrlOpt = None, json_: JsonOpt = False) -> None:
+    """Abort the session's running turn."""
+    from ._output import out, print_json
+
+    aborted = client(url).sessions.abort(session_id)
+    if json_:
+        print_json({"aborted": aborted})
+    else:
+        out("aborted" if aborted else "no turn was running")
+
+
+def messages(session_id: IdArg, url: UrlOpt = None, json_: JsonOpt = False) -> None:
+    """Show a session's conversation."""
+    import sys
+
+    from ._output import out, paint, print_json
+    from ._turn import tool_summary
+
+    items = client(url).sessions.messages(session_id)
+    if json_:
+        print_json([m.raw for m in items])
+        return
+    for i, msg in enumerate(items):
+        if i:
+            out()
+        out(paint(f"{msg.role}:", "bold", sys.stdout))
+        for part in msg.parts:
+            if part.type == "text":
+                out(part.text or "")
+            elif part.type == "tool":
+                mark = " (error)" if part.error else ""
+                out(f"→ {part.tool} {tool_summary(part.tool or '', part.args)}{mark}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(group, name="sessions")
+    app.command()(messages)
