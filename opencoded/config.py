@@ -1,0 +1,191 @@
+"""Daemon configuration: defaults, then the JSON file, then the environment, then flags.
+
+One frozen `Config` object is built at start-up and handed to whatever needs it (the
+hypercorn way: one config object, no globals). JSON keys follow the contract's camelCase
+(`allowedHosts`, `rateLimit`); Python names are snake_case, renamed by the converter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+from cattrs.gen import make_dict_structure_fn, override
+
+from . import paths
+from .errors import InvalidRequest
+from .wire import converter, structure
+
+PermissionAction = Literal["allow", "ask", "deny"]
+DEFAULT_PERMISSIONS: dict[str, str] = {
+    "read": "allow",
+    "list": "allow",
+    "glob": "allow",
+    "grep": "allow",
+    "write": "ask",
+    "edit": "ask",
+    "bash": "ask",
+}
+MAX_BODY_BYTES = 10 * 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the one line the daemon prints before exiting."""
+
+
+@attrs.frozen
+class CorsConfig:
+    origin: list[str] = attrs.Factory(list)
+    credentials: bool = False
+
+
+@attrs.frozen
+class RateLimitConfig:
+    rate: float = 500.0
+    burst: int = 1000
+
+
+@attrs.frozen
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    socket: str | None = None
+    tcp: bool = True
+    auth: bool = True
+    cors: CorsConfig = attrs.Factory(CorsConfig)
+    allowed_hosts: list[str] | None = None
+    rate_limit: RateLimitConfig | None = attrs.Factory(RateLimitConfig)
+    certfile: str | None = None
+    keyfile: str | None = None
+
+
+@attrs.frozen
+class RetentionConfig:
+    days: float | None = None
+    interval_hours: float = 6.0
+
+
+@attrs.frozen
+class AgentConfig:
+    max_steps: int = 50
+    bash_timeout: float = 120.0
+    max_tokens: int = 8192
+
+
+@attrs.frozen
+class Config:
+    server: ServerConfig = attrs.Factory(ServerConfig)
+    model: str | None = None
+    provider: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    permission: dict[str, PermissionAction] = attrs.Factory(dict)
+    retention: RetentionConfig = attrs.Factory(RetentionConfig)
+    agent: AgentConfig = attrs.Factory(AgentConfig)
+    data_dir: str | None = None
+    log_level: str = "info"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir) if self.data_dir else paths.data_dir()
+
+    @property
+    def socket_path(self) -> Path:
+        return Path(self.server.socket) if self.server.socket else paths.socket_path()
+
+    def permission_for(self, tool: str) -> str:
+        return self.permission.get(tool, DEFAULT_PERMISSIONS.get(tool, "ask"))
+
+
+def _camel(cls: type, **renames: str) -> None:
+    hook = make_dict_structure_fn(
+        cls,
+        converter,
+        _cattrs_forbid_extra_keys=True,
+        **{name: override(rename=key) for name, key in renames.items()},
+    )
+    converter.register_structure_hook(cls, hook)
+
+
+_camel(ServerConfig, allowed_hosts="allowedHosts", rate_limit="rateLimit")
+_camel(RetentionConfig, interval_hours="intervalHours")
+_camel(AgentConfig, max_steps="maxSteps", bash_timeout="bashTimeout", max_tokens="maxTokens")
+_camel(Config, data_dir="dataDir", log_level="logLevel")
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """The file's JSON object, or {} when it does not exist."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"config file {path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a JSON object")
+    data.pop("$schema", None)
+    return data
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    server: dict[str, Any] = {}
+    if env.get("OPENCODE_HOST"):
+        server["host"] = env["OPENCODE_HOST"]
+    if env.get("OPENCODE_PORT"):
+        try:
+            server["port"] = int(env["OPENCODE_PORT"])
+        except ValueError:
+            raise ConfigError(f"OPENCODE_PORT is not a number: {env['OPENCODE_PORT']!r}") from None
+    if env.get("OPENCODE_SOCKET"):
+        server["socket"] = env["OPENCODE_SOCKET"]
+    out: dict[str, Any] = {"server": server} if server else {}
+    if env.get("OPENCODE_MODEL"):
+        out["model"] = env["OPENCODE_MODEL"]
+    if env.get("OPENCODE_DATA_DIR"):
+        out["dataDir"] = env["OPENCODE_DATA_DIR"]
+    return out
+
+
+def _line_of(text: str, key: str) -> int | None:
+    last = key.replace("]", "").split(".")[-1].split("[")[0]
+    for number, line in enumerate(text.splitlines(), 1):
+        if f'"{last}"' in line:
+            return number
+    return None
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    env: Mapping[str, str] = os.environ,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the Config: defaults < file < environment < overrides (the command-line flags)."""
+    path = path or paths.config_file(env)
+    from_file = load_file(path)
+    merged = _merge(_merge(from_file, _from_env(env)), overrides or {})
+    try:
+        return structure(merged, Config, what="config")
+    except InvalidRequest as exc:
+        field = exc.details.get("field", "")
+        line = _line_of(path.read_text(), field) if path.exists() and field else None
+        where = f"{path}, line {line}" if line else str(path)
+        raise ConfigError(f"config file {where}: key {field!r}: {exc.message}") from None

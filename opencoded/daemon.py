@@ -1,0 +1,66 @@
+"""The Daemon object: everything a request handler may reach, built once at start-up."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from .config import Config
+from .sessions import SessionManager
+from .storage import Store
+
+if TYPE_CHECKING:
+    from .providers.registry import ProviderRegistry
+
+TOKEN_PREFIX = "sk-opencode-"
+
+
+@attrs.define
+class Endpoints:
+    tcp: str | None = None  # "http://127.0.0.1:3000"
+    unix: str | None = None  # "/run/user/1000/opencode/opencoded.sock"
+
+    def ready_line(self) -> str:
+        parts = [p for p in (self.tcp, f"unix:{self.unix}" if self.unix else None) if p]
+        return "opencoded ready: " + " ".join(parts)
+
+
+@attrs.define(eq=False)
+class Daemon:
+    config: Config
+    store: Store
+    sessions: SessionManager
+    providers: ProviderRegistry
+    token: str
+    nursery: trio.Nursery
+    endpoints: Endpoints = attrs.Factory(Endpoints)
+    started: float = attrs.Factory(time.monotonic)
+    stopping: trio.Event = attrs.Factory(trio.Event)
+    workdir: Path = attrs.Factory(Path.cwd)
+
+    @property
+    def uptime(self) -> float:
+        return time.monotonic() - self.started
+
+
+def ensure_token(data_dir: Path) -> str:
+    """Read the API token, creating it (mode 0600) on first start."""
+    path = data_dir / "token"
+    try:
+        token = path.read_text().strip()
+        if token:
+            return token
+    except FileNotFoundError:
+        pass
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token

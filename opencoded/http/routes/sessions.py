@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import attrs
+from quart import Response, jsonify
+from quart_trio import QuartTrio
+
+from ...errors import InvalidRequest, NotFound, SessionNotFound
+from ...projects import checked_directory, project_for
+from ...records import Session, new_id, now
+from ..app import get_daemon
+from ..params import json_body, query
+
+MAX_PAGE = 500
+
+
+@attrs.frozen
+class SessionCreate:
+    provider: str | None = None
+    model: str | None = None
+    project: str | None = None
+    directory: str | None = None
+    title: str | None = None
+    permission: dict[str, Literal["allow", "ask", "deny"]] = attrs.Factory(dict)
+
+
+@attrs.frozen
+class SessionsQuery:
+    limit: int = 50
+    before: str | None = None
+    project: str | None = None
+
+
+def session_json(session: Session) -> dict:
+    return {
+        "id": session.id,
+        "created": session.created,
+        "updated": session.updated,
+        "provider": session.provider,
+        "model": session.model,
+        "project": session.project,
+        "directory": session.directory,
+        "title": session.title,
+        "status": get_daemon().sessions.status(session.id),
+        "permission": session.permission,
+    }
+
+
+async def load_session(session_id: str) -> Session:
+    session = await get_daemon().store.get_session(session_id)
+    if session is None:
+        raise SessionNotFound(session_id)
+    return session
+
+
+def _split_model(body: SessionCreate) -> tuple[str | None, str | None]:
+    """`model: "anthropic/claude-sonnet-4-5"` names its provider unless one is given."""
+    provider, model = body.provider, body.model
+    if model is not None and not model.strip():
+        raise InvalidRequest("model must not be empty", {"field": "model"})
+    if provider is None and model and "/" in model:
+        provider, model = model.split("/", 1)
+    if provider is not None:
+        known = {p["id"] for p in get_daemon().providers.list_providers()}
+        if provider not in known:
+            raise InvalidRequest(
+                f"unknown provider {provider!r}; known: {', '.join(sorted(known))}",
+                {"field": "provider"},
+            )
+    return provider, model
+
+
+async def create_session() -> tuple[Response, int]:
+    daemon = get_daemon()
+    body = await json_body(SessionCreate, empty_ok=True)
+    provider, model = _split_model(body)
+    new_project = None
+    if body.project is not None:
+        project = await daemon.store.get_project(body.project)
+        if project is None:
+            raise NotFound(f"Project not found: {body.project}", {"field": "project"})
+        directory = Path(project.path)
+        if body.directory is not None:
+            directory = checked_directory(body.directory, "directory")
+            if not directory.is_relative_to(project.path):
+                raise InvalidRequest("directory must be inside the project", {"field": "directory"})
+    else:
+        raw = body.directory if body.directory is not None else str(daemon.workdir)
+        directory = checked_directory(raw, "directory")
+        project, is_new = await project_for(daemon.store, directory)
+        new_project = project if is_new else None
+    stamp = now()
+    session = Session(
+        id=new_id("session"),
+        created=stamp,
+        updated=stamp,
+        provider=provider,
+        model=model,
+        project=project.id,
+        directory=str(directory),
+        title=(body.title or "").strip() or f"Session in {os.path.basename(directory) or '/'}",
+        permission=dict(body.permission),
+    )
+    await daemon.store.create_session(session, new_project)
+    daemon.sessions.notify("session.created", session.id)
+    return jsonify(session_json(session)), 201
+
+
+async def list_sessions() -> Response:
+    params = query(SessionsQuery)
+    if not 1 <= params.limit <= MAX_PAGE:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}", {"field": "limit"})
+    store = get_daemon().store
+    if params.before is not None and await store.get_session(params.before) is None:
+        raise InvalidRequest(f"unknown cursor session {params.before!r}", {"field": "before"})
+    sessions = await store.list_sessions(
+        limit=params.limit, before=params.before, project=params.project
+    )
+    return jsonify([session_json(s) for s in sessions])
+
+
+async def get_session(session_id: str) -> Response:
+    return jsonify(session_json(await load_session(session_id)))
+
+
+async def delete_session(session_id: str) -> Response:
+    daemon = get_daemon()
+    await load_session(session_id)
+    await daemon.sessions.close_session(session_id)
+    if not await daemon.store.delete_session(session_id):
+        raise SessionNotFound(session_id)
+    daemon.sessions.notify("session.deleted", session_id)
+    return jsonify({"id": session_id, "deleted": True})
+
+
+def register(app: QuartTrio) -> None:
+    app.add_url_rule("/sessions", view_func=create_session, methods=["POST"])
+    app.add_url_rule("/sessions", view_func=list_sessions, methods=["GET"])
+    app.add_url_rule("/sessions/<session_id>", view_func=get_session, methods=["GET"])
+    app.add_url_rule("/sessions/<session_id>", view_func=delete_session, methods=["DELETE"])

@@ -1,0 +1,46 @@
+"""Projects: named directories sessions work in. Validation shared by the routes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import InvalidRequest
+from .records import Project, new_id, now
+from .storage import Store
+
+
+def checked_directory(path: str, field: str) -> Path:
+    """An absolute, existing directory, resolved (symlinks followed), or a 400."""
+    if not path:
+        raise InvalidRequest(f"{field} must not be empty", {"field": field})
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        raise InvalidRequest(f"{field} must be an absolute path, got {path!r}", {"field": field})
+    resolved = candidate.resolve()
+    if not resolved.is_dir():
+        raise InvalidRequest(f"{field} is not a directory: {path}", {"field": field})
+    if not os.access(resolved, os.R_OK | os.X_OK):
+        raise InvalidRequest(f"{field} is not readable by the daemon: {path}", {"field": field})
+    return resolved
+
+
+async def project_for(
+    store: Store, directory: Path, name: str | None = None
+) -> tuple[Project, bool]:
+    """The project registered at directory, or a new (unsaved) one; the bool says new."""
+    existing = await store.find_project_by_path(str(directory))
+    if existing is not None:
+        return existing, False
+    return Project(
+        new_id("proj"), name or directory.name or str(directory), str(directory), now()
+    ), True
+
+
+def project_json(project: Project) -> dict:
+    return {
+        "id": project.id,
+        "name": project.name,
+        "path": project.path,
+        "created": project.created,
+    }

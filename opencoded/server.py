@@ -1,0 +1,189 @@
+"""Start-up and shutdown: one trio.run, hypercorn on TCP and the Unix socket at once.
+
+Nesting (each owns the next): run_daemon -> daemon nursery -> hypercorn's serve task
+and the SessionManager's session nurseries. Shutdown order is ours, not hypercorn's:
+stop accepting turns and abort running ones (they record `aborted` and streams end with
+their last line), close WebSockets, then let hypercorn drain, then remove the socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import socket
+from functools import partial
+from pathlib import Path
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from . import systemd
+from .config import Config, ConfigError
+from .daemon import Daemon, Endpoints, ensure_token
+from .http.app import create_app
+from .http.security import Policy, is_loopback
+from .paths import AF_UNIX_PATH_MAX
+from .providers.registry import ProviderRegistry
+from .sessions import SessionManager
+from .storage import SQLiteStore
+
+log = logging.getLogger("opencoded")
+GRACEFUL_TIMEOUT = 2.0
+
+
+class StartupError(Exception):
+    """A reason not to start, worded as the one line the daemon prints."""
+
+
+def prepare_data_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def _socket_is_live(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        return True
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    finally:
+        probe.close()
+
+
+def claim_socket_path(path: Path) -> int:
+    """Make `path` ours to bind: refuse a live daemon, replace a stale socket file.
+
+    hypercorn deletes whatever socket is at the path, even a live one, so this check
+    must come first; the flock on a lock file next to it closes the race between two
+    daemons starting at once. Returns the lock fd (held for the daemon's lifetime).
+    """
+    if len(os.fsencode(path)) > AF_UNIX_PATH_MAX:
+        raise StartupError(f"socket path too long for AF_UNIX ({AF_UNIX_PATH_MAX} bytes): {path}")
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock_fd)
+        raise StartupError(f"another opencoded is already running on {path}") from None
+    if path.exists() or path.is_symlink():
+        if not path.is_socket():
+            os.close(lock_fd)
+            raise StartupError(f"{path} exists and is not a socket; not replacing it")
+        if _socket_is_live(path):
+            os.close(lock_fd)
+            raise StartupError(f"another opencoded is already running on {path}")
+        path.unlink()
+    return lock_fd
+
+
+def hypercorn_config(config: Config, socket_path: Path | None, fds: list[int]) -> HypercornConfig:
+    hc = HypercornConfig()
+    tcp = [f"{_bracket(config.server.host)}:{config.server.port}"] if config.server.tcp else []
+    unix = [f"unix:{socket_path}"] if socket_path is not None else []
+    passed = [f"fd://{fd}" for fd in fds]
+    if config.server.certfile and config.server.keyfile:
+        hc.certfile, hc.keyfile = config.server.certfile, config.server.keyfile
+        hc.bind, hc.insecure_bind = tcp, unix + passed  # TLS on TCP only
+    else:
+        hc.bind = tcp + unix + passed
+    hc.umask = 0o177  # the socket is created 0600
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.graceful_timeout = GRACEFUL_TIMEOUT
+    hc.keep_alive_timeout = 30
+    return hc
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _endpoints(binds: list[str], certfile: str | None) -> Endpoints:
+    endpoints = Endpoints()
+    for bind in binds:
+        if bind.startswith(("http://unix:", "https://unix:")):
+            endpoints.unix = endpoints.unix or bind.split("unix:", 1)[1]
+        elif endpoints.tcp is None:
+            endpoints.tcp = bind.replace("http://", "https://") if certfile else bind
+    return endpoints
+
+
+def check_config(config: Config) -> None:
+    if not config.server.auth and not is_loopback(config.server.host):
+        raise ConfigError(f"--no-auth is refused on a non-loopback host ({config.server.host})")
+    if bool(config.server.certfile) != bool(config.server.keyfile):
+        raise ConfigError("--certfile and --keyfile go together")
+
+
+async def run_daemon(
+    config: Config,
+    *,
+    cors_flag: bool = False,
+    stop: trio.Event | None = None,
+    task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run until `stop` is set (or SIGTERM/SIGINT when run from main)."""
+    check_config(config)
+    stop = stop if stop is not None else trio.Event()
+    data_dir = config.data_path
+    prepare_data_dir(data_dir)
+    token = ensure_token(data_dir)
+    passed = systemd.listen_fds()
+    socket_path = None if passed else config.socket_path
+    lock_fd = claim_socket_path(socket_path) if socket_path else None
+    try:
+        async with SQLiteStore(data_dir / "opencode.db") as store:
+            await _serve(config, store, token, socket_path, passed, cors_flag, stop, task_status)
+    finally:
+        if socket_path is not None:
+            socket_path.unlink(missing_ok=True)
+        if lock_fd is not None:
+            Path(f"{socket_path}.lock").unlink(missing_ok=True)
+            os.close(lock_fd)
+
+
+async def _serve(config, store, token, socket_path, passed, cors_flag, stop, task_status) -> None:
+    providers = ProviderRegistry(config.provider, os.environ)
+    try:
+        async with trio.open_nursery() as nursery:
+            sessions = SessionManager(store, nursery)
+            daemon = Daemon(config, store, sessions, providers, token, nursery)
+            app = create_app(daemon, Policy.from_config(config, token, cors_flag))
+            hc = hypercorn_config(config, socket_path, [fd for fd, _ in passed])
+            hypercorn_stop = trio.Event()
+            try:
+                binds = await nursery.start(
+                    partial(serve, app, hc, shutdown_trigger=hypercorn_stop.wait)
+                )
+            except* OSError as group:
+                raise StartupError(_bind_error(group, config)) from None
+            daemon.endpoints = _endpoints(binds, config.server.certfile)
+            log.info(daemon.endpoints.ready_line())
+            systemd.notify("READY=1\nSTATUS=serving")
+            task_status.started(daemon)
+            await stop.wait()
+            systemd.notify("STOPPING=1")
+            daemon.stopping.set()
+            with trio.move_on_after(4) as scope:
+                scope.shield = True
+                await sessions.aclose()
+            hypercorn_stop.set()
+    finally:
+        with trio.CancelScope(shield=True):
+            await providers.aclose()
+
+
+def _bind_error(group: BaseExceptionGroup, config: Config) -> str:
+    exc = group.exceptions[0]
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    where = f"{config.server.host}:{config.server.port}"
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return f"cannot listen on {where}: address already in use (is another daemon running?)"
+    return f"cannot listen on {where}: {exc}"

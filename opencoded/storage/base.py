@@ -1,0 +1,78 @@
+"""The storage interface. The HTTP layer and the agent only ever see this Protocol.
+
+A PostgreSQL store can be added by implementing it; nothing above storage/ names SQLite.
+Two kinds of writes exist: awaited ones (`create_session`, ...) that return once the data
+is durable, and `append_event`, which queues the write and calls back once it is
+committed. The event path is the hot one (a row per streamed token), so it must not make
+the turn wait on a round trip per token; ordering is still exact because one writer
+commits in submission order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from ..records import Event, Message, PermissionRequest, Project, Session, Turn
+
+
+class StoreError(Exception):
+    """The database failed (disk full, corrupt file...)."""
+
+
+class Store(Protocol):
+    async def __aenter__(self) -> Store: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the database answers."""
+
+    # projects
+    async def create_project(self, project: Project) -> None: ...
+    async def get_project(self, project_id: str) -> Project | None: ...
+    async def find_project_by_path(self, path: str) -> Project | None: ...
+    async def list_projects(self) -> list[Project]: ...
+    async def delete_project(self, project_id: str) -> bool: ...
+
+    # sessions
+    async def create_session(self, session: Session, new_project: Project | None = None) -> None:
+        """Store the session, and its project when it is new, in one transaction."""
+
+    async def get_session(self, session_id: str) -> Session | None: ...
+    async def list_sessions(
+        self, *, limit: int, before: str | None = None, project: str | None = None
+    ) -> list[Session]:
+        """Newest first. before: a session id; only sessions created before it."""
+
+    async def update_session(self, session: Session) -> None: ...
+    async def delete_session(self, session_id: str) -> bool:
+        """Delete the session with its messages, events, turns and permission requests."""
+
+    async def prune_sessions(self, updated_before: int) -> list[str]:
+        """Delete sessions not updated since `updated_before`; return their ids."""
+
+    async def vacuum(self) -> None:
+        """Give freed pages back to the file system (incrementally where possible)."""
+
+    # events
+    def append_event(self, event: Event, on_commit: Callable[[Event], None]) -> None:
+        """Queue the event; on_commit runs on the Trio thread once it is durable."""
+
+    async def flush(self) -> None:
+        """Return once every write submitted before the call is committed."""
+
+    async def read_events(self, session_id: str, after: int, limit: int = 1000) -> list[Event]: ...
+    async def last_seq(self, session_id: str) -> int: ...
+
+    # messages, turns, permission requests
+    async def save_message(self, message: Message) -> None:
+        """Insert or replace (assistant messages grow part by part)."""
+
+    async def list_messages(self, session_id: str) -> list[Message]: ...
+    async def save_turn(self, turn: Turn) -> None: ...
+    async def get_turn(self, turn_id: str) -> Turn | None: ...
+    async def running_turns(self) -> list[Turn]: ...
+    async def save_permission(self, request: PermissionRequest) -> None: ...
+    async def get_permission(self, request_id: str) -> PermissionRequest | None: ...
+    async def pending_permissions(self, session_id: str) -> list[PermissionRequest]: ...
+    async def expire_permissions(self, turn_ids: Sequence[str]) -> int: ...

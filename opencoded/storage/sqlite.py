@@ -1,0 +1,486 @@
+"""SQLite storage: WAL mode, one writer thread with group commit, readers in worker threads.
+
+Why a dedicated writer thread instead of `trio.to_thread` per write: SQLite allows one
+writer at a time, and a commit is the expensive part. The writer drains everything
+queued while it was busy and commits it as one transaction (each job in its own
+savepoint, so one failing job cannot take the others down). Under load that turns a
+thousand token events into one commit; idle, a write still commits at once.
+
+Durability: WAL with synchronous=NORMAL. A commit reaches the OS before the caller is
+told, so a crash or `kill -9` of the daemon loses nothing acknowledged; only a power
+failure can lose the last transactions (no fsync per token, by design).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from ..records import Event, Message, PermissionRequest, Project, Session, Turn
+from .base import StoreError
+from .migrations import migrate
+
+T = TypeVar("T")
+_STOP = object()
+_MAX_BATCH = 2000
+_SESSION_COLUMNS = "id, created, updated, provider, model, project, directory, title, permission"
+
+
+class _Job:
+    __slots__ = ("done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], done: Callable[[_Job], None]):
+        self.fn = fn
+        self.done = done
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if readonly:
+        conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+class SQLiteStore:
+    """The default Store (see storage.base for the contract of each method)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._read_limiter = trio.CapacityLimiter(4)
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> SQLiteStore:
+        self._token = trio.lowlevel.current_trio_token()
+        conn = await trio.to_thread.run_sync(self._open_writer)
+        self._thread = threading.Thread(
+            target=self._writer_loop, args=(conn,), name="opencoded-db-writer", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        thread, self._thread = self._thread, None
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(thread.join)
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+    def _open_writer(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = _connect(self.path)
+        try:
+            if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only settable when empty
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(f"cannot put {self.path} in WAL mode (got {mode})")
+            migrate(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        self.path.chmod(0o600)
+        return conn
+
+    # ---- the writer ----------------------------------------------------------------
+
+    def _writer_loop(self, conn: sqlite3.Connection) -> None:
+        try:
+            while True:
+                first = self._queue.get()
+                if first is _STOP:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        job = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is _STOP:
+                        stop = True
+                        break
+                    batch.append(job)
+                self._commit(conn, batch)
+                assert self._token is not None
+                self._token.run_sync_soon(_deliver, batch)
+                if stop:
+                    return
+        finally:
+            conn.execute("PRAGMA optimize")
+            conn.close()
+
+    @staticmethod
+    def _commit(conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    job.result = job.fn(conn)
+                    conn.execute("RELEASE job")
+                except Exception as exc:
+                    job.error = exc
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for job in batch:
+                job.error = StoreError(f"database write failed: {exc}")
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], Any], done: Callable[[_Job], None]):
+        if self._thread is None:
+            raise StoreError("the store is closed")
+        self._queue.put(_Job(fn, done))
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        finished = trio.Event()
+        holder: list[_Job] = []
+
+        def done(job: _Job) -> None:
+            holder.append(job)
+            finished.set()
+
+        self._submit(fn, done)
+        await finished.wait()
+        job = holder[0]
+        if job.error is not None:
+            if isinstance(job.error, sqlite3.Error):
+                raise StoreError(str(job.error)) from job.error
+            raise job.error
+        return job.result
+
+    # ---- readers -----------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path, readonly=True)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            try:
+                return fn(self._reader())
+            except sqlite3.Error as exc:
+                raise StoreError(str(exc)) from exc
+
+        return await trio.to_thread.run_sync(run, limiter=self._read_limiter)
+
+    async def ping(self) -> None:
+        await self._read(lambda c: c.execute("SELECT count(*) FROM sessions").fetchone())
+        if self._thread is None or not self._thread.is_alive():
+            raise StoreError("the database writer is not running")
+
+    # ---- projects ------------------------------------------------------------------
+
+    async def create_project(self, project: Project) -> None:
+        await self._write(lambda c: _insert_project(c, project))
+
+    async def get_project(self, project_id: str) -> Project | None:
+        row = await self._read(
+            lambda c: c.execute("SELECT * FROM projects WHERE id = ?", (project_id,)).fetchone()
+        )
+        return _project(row) if row else None
+
+    async def find_project_by_path(self, path: str) -> Project | None:
+        row = await self._read(
+            lambda c: c.execute("SELECT * FROM projects WHERE path = ?", (path,)).fetchone()
+        )
+        return _project(row) if row else None
+
+    async def list_projects(self) -> list[Project]:
+        rows = await self._read(
+            lambda c: c.execute("SELECT * FROM projects ORDER BY created, id").fetchall()
+        )
+        return [_project(r) for r in rows]
+
+    async def delete_project(self, project_id: str) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            c.execute("UPDATE sessions SET project = NULL WHERE project = ?", (project_id,))
+            return c.execute("DELETE FROM projects WHERE id = ?", (project_id,)).rowcount > 0
+
+        return await self._write(run)
+
+    # ---- sessions ------------------------------------------------------------------
+
+    async def create_session(self, session: Session, new_project: Project | None = None) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            if new_project is not None:
+                _insert_project(c, new_project)
+            c.execute(
+                f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                _session_row(session),
+            )
+
+        await self._write(run)
+
+    async def get_session(self, session_id: str) -> Session | None:
+        row = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+        )
+        return _session(row) if row else None
+
+    async def list_sessions(
+        self, *, limit: int, before: str | None = None, project: str | None = None
+    ) -> list[Session]:
+        clauses, params = [], []
+        if before is not None:
+            clauses.append("n < (SELECT n FROM sessions WHERE id = ?)")
+            params.append(before)
+        if project is not None:
+            clauses.append("project = ?")
+            params.append(project)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT {_SESSION_COLUMNS} FROM sessions {where} ORDER BY n DESC LIMIT ?"
+        rows = await self._read(lambda c: c.execute(sql, (*params, limit)).fetchall())
+        return [_session(r) for r in rows]
+
+    async def update_session(self, session: Session) -> None:
+        row = _session_row(session)
+
+        def run(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE sessions SET created=?, updated=?, provider=?, model=?, project=?,"
+                " directory=?, title=?, permission=? WHERE id=?",
+                (*row[1:], row[0]),
+            )
+
+        await self._write(run)
+
+    async def delete_session(self, session_id: str) -> bool:
+        return bool(await self._write(lambda c: _delete_sessions(c, [session_id])))
+
+    async def prune_sessions(self, updated_before: int) -> list[str]:
+        def run(c: sqlite3.Connection) -> list[str]:
+            ids = [
+                r[0]
+                for r in c.execute("SELECT id FROM sessions WHERE updated < ?", (updated_before,))
+            ]
+            _delete_sessions(c, ids)
+            return ids
+
+        return await self._write(run)
+
+    async def vacuum(self) -> None:
+        def run() -> None:
+            conn = _connect(self.path)
+            try:
+                conn.execute("PRAGMA incremental_vacuum")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                conn.close()
+
+        await trio.to_thread.run_sync(run)
+
+    # ---- events --------------------------------------------------------------------
+
+    def append_event(self, event: Event, on_commit: Callable[[Event], None]) -> None:
+        row = (event.session_id, event.seq, event.type, json.dumps(event.data), event.created)
+
+        def run(c: sqlite3.Connection) -> None:
+            c.execute("INSERT INTO events VALUES (?,?,?,?,?)", row)
+
+        def done(job: _Job) -> None:
+            if job.error is None:
+                on_commit(event)
+
+        self._submit(run, done)
+
+    async def flush(self) -> None:
+        await self._write(lambda c: None)
+
+    async def read_events(self, session_id: str, after: int, limit: int = 1000) -> list[Event]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT * FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (session_id, after, limit),
+            ).fetchall()
+        )
+        return [Event(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+    async def last_seq(self, session_id: str) -> int:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT max(seq) FROM events WHERE session_id = ?", (session_id,)
+            ).fetchone()
+        )
+        return row[0] or 0
+
+    # ---- messages, turns, permissions ---------------------------------------------
+
+    async def save_message(self, message: Message) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO messages (id, session_id, turn_id, role, parts, created, ord)"
+                " VALUES (?,?,?,?,?,?, (SELECT coalesce(max(ord), 0) + 1 FROM messages))"
+                " ON CONFLICT(id) DO UPDATE SET parts = excluded.parts",
+                (
+                    message.id,
+                    message.session_id,
+                    message.turn_id,
+                    message.role,
+                    json.dumps(message.parts),
+                    message.created,
+                ),
+            )
+            c.execute(
+                "UPDATE sessions SET updated = max(updated, ?) WHERE id = ?",
+                (message.created, message.session_id),
+            )
+
+        await self._write(run)
+
+    async def list_messages(self, session_id: str) -> list[Message]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT id, session_id, turn_id, role, parts, created FROM messages"
+                " WHERE session_id = ? ORDER BY ord",
+                (session_id,),
+            ).fetchall()
+        )
+        return [Message(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+
+    async def save_turn(self, turn: Turn) -> None:
+        row = (
+            turn.id,
+            turn.session_id,
+            turn.message_id,
+            turn.status,
+            turn.started,
+            turn.ended,
+            turn.input_tokens,
+            turn.output_tokens,
+            turn.cost,
+        )
+        await self._write(lambda c: c.execute("REPLACE INTO turns VALUES (?,?,?,?,?,?,?,?,?)", row))
+
+    async def get_turn(self, turn_id: str) -> Turn | None:
+        row = await self._read(
+            lambda c: c.execute("SELECT * FROM turns WHERE id = ?", (turn_id,)).fetchone()
+        )
+        return Turn(*row) if row else None
+
+    async def running_turns(self) -> list[Turn]:
+        rows = await self._read(
+            lambda c: c.execute("SELECT * FROM turns WHERE status = 'running'").fetchall()
+        )
+        return [Turn(*r) for r in rows]
+
+    async def save_permission(self, request: PermissionRequest) -> None:
+        row = (
+            request.id,
+            request.session_id,
+            request.turn_id,
+            request.tool,
+            json.dumps(request.args),
+            request.status,
+            request.created,
+        )
+        await self._write(
+            lambda c: c.execute("REPLACE INTO permissions VALUES (?,?,?,?,?,?,?)", row)
+        )
+
+    async def get_permission(self, request_id: str) -> PermissionRequest | None:
+        row = await self._read(
+            lambda c: c.execute("SELECT * FROM permissions WHERE id = ?", (request_id,)).fetchone()
+        )
+        return _permission(row) if row else None
+
+    async def pending_permissions(self, session_id: str) -> list[PermissionRequest]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT * FROM permissions WHERE session_id = ? AND status = 'pending'"
+                " ORDER BY created, rowid",
+                (session_id,),
+            ).fetchall()
+        )
+        return [_permission(r) for r in rows]
+
+    async def expire_permissions(self, turn_ids: Sequence[str]) -> int:
+        ids = list(turn_ids)
+
+        def run(c: sqlite3.Connection) -> int:
+            marks = ",".join("?" * len(ids))
+            return c.execute(
+                f"UPDATE permissions SET status = 'expired'"
+                f" WHERE status = 'pending' AND turn_id IN ({marks})",
+                ids,
+            ).rowcount
+
+        return await self._write(run) if ids else 0
+
+
+def _deliver(batch: list[_Job]) -> None:
+    """Runs on the Trio thread: tell every waiter of a committed batch, in order."""
+    for job in batch:
+        job.done(job)
+
+
+def _insert_project(c: sqlite3.Connection, p: Project) -> None:
+    c.execute("INSERT INTO projects VALUES (?,?,?,?)", (p.id, p.name, p.path, p.created))
+
+
+def _project(row: tuple) -> Project:
+    return Project(*row)
+
+
+def _session_row(s: Session) -> tuple:
+    return (
+        s.id,
+        s.created,
+        s.updated,
+        s.provider,
+        s.model,
+        s.project,
+        s.directory,
+        s.title,
+        json.dumps(s.permission),
+    )
+
+
+def _session(row: tuple) -> Session:
+    return Session(*row[:8], permission=json.loads(row[8]))
+
+
+def _permission(row: tuple) -> PermissionRequest:
+    return PermissionRequest(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6])
+
+
+def _delete_sessions(c: sqlite3.Connection, ids: list[str]) -> int:
+    deleted = 0
+    for session_id in ids:
+        for table in ("events", "messages", "turns", "permissions"):
+            c.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
+        deleted += c.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount
+    return deleted

@@ -1,0 +1,107 @@
+"""Shared fixtures: the real daemon in the test's nursery, real HTTP over TCP and the socket."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+
+from opencoded.config import load_config
+from opencoded.daemon import Daemon
+from opencoded.server import run_daemon
+
+
+@attrs.define
+class RunningDaemon:
+    daemon: Daemon
+    stop: trio.Event
+    finished: trio.Event
+    tmp: Path
+    socket: Path
+    data_dir: Path
+    tcp_url: str
+    token: str
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        with trio.fail_after(10):
+            await self.finished.wait()
+
+    def tcp(self, *, token: bool = True, **kwargs: Any) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {self.token}"} if token else {}
+        headers.update(kwargs.pop("headers", {}))
+        return httpx.AsyncClient(
+            base_url=self.tcp_url, headers=headers, trust_env=False, timeout=10, **kwargs
+        )
+
+    def unix(self, **kwargs: Any) -> httpx.AsyncClient:
+        transport = httpx.AsyncHTTPTransport(uds=str(self.socket))
+        return httpx.AsyncClient(
+            base_url="http://localhost", transport=transport, timeout=10, **kwargs
+        )
+
+
+def short_tmp() -> Path:
+    """A short temp dir: AF_UNIX socket paths must stay under 108 bytes."""
+    return Path(tempfile.mkdtemp(prefix="ocd", dir="/tmp"))
+
+
+async def start_daemon(
+    nursery: trio.Nursery, tmp: Path, config: dict[str, Any] | None = None, **flags: Any
+) -> RunningDaemon:
+    config_file = tmp / "opencode.json"
+    config_file.write_text(json.dumps(config or {}))
+    server = {"host": "127.0.0.1", "port": 0, "socket": str(tmp / "d.sock")}
+    server.update(flags.pop("server", {}))
+    overrides = {"server": server, "dataDir": str(tmp / "data"), **flags}
+    cfg = load_config(config_file, env={}, overrides=overrides)
+    stop, finished = trio.Event(), trio.Event()
+
+    async def run(task_status: trio.TaskStatus[Daemon]) -> None:
+        try:
+            await run_daemon(cfg, stop=stop, task_status=task_status)
+        finally:
+            finished.set()
+
+    daemon = await nursery.start(run)
+    return RunningDaemon(
+        daemon=daemon,
+        stop=stop,
+        finished=finished,
+        tmp=tmp,
+        socket=tmp / "d.sock",
+        data_dir=tmp / "data",
+        tcp_url=daemon.endpoints.tcp or "",
+        token=daemon.token,
+    )
+
+
+@pytest.fixture
+def tmpdir_short() -> AsyncIterator[Path]:
+    tmp = short_tmp()
+    yield tmp
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+async def daemon(nursery: trio.Nursery, tmpdir_short: Path) -> AsyncIterator[RunningDaemon]:
+    running = await start_daemon(nursery, tmpdir_short)
+    yield running
+    await running.shutdown()
+
+
+@pytest.fixture
+async def project_dir(tmpdir_short: Path) -> Path:
+    root = tmpdir_short / "proj"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "main.py").write_text("print('hello')\n")
+    (root / "README.md").write_text("# demo\n")
+    return root
