@@ -314,18 +314,28 @@ async def test_glob_caps_results(root: Path) -> None:
     assert "5 more files not shown" in lines[-1]
 
 
-# ---- grep (the Python fallback: rg is hidden from PATH) -----------------------------
+# ---- grep: both engines, same output ------------------------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(params=["python", "rg"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """Run a grep test with ripgrep, and again with ripgrep hidden from PATH (the fallback)."""
+    if request.param == "rg":
+        if shutil.which("rg") is None:
+            pytest.skip("ripgrep is not installed; the Python fallback run covers grep")
+    else:
+        no_rg(monkeypatch, tmp_path)
+    return str(request.param)
+
+
 def no_rg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     empty = tmp_path / "empty-bin"
-    empty.mkdir()
+    empty.mkdir(exist_ok=True)
     monkeypatch.setenv("PATH", str(empty))
     assert shutil.which("rg") is None
 
 
-async def test_grep_fallback_format_and_include(root: Path, no_rg: None) -> None:
+async def test_grep_format_and_include(root: Path, engine: str) -> None:
     (root / "src").mkdir()
     (root / "src" / "a.py").write_text("import os\nx = 1\ndef foo():\n")
     (root / "src" / "b.txt").write_text("def foo in text\n")
@@ -346,9 +356,9 @@ async def test_grep_fallback_format_and_include(root: Path, no_rg: None) -> None
     assert (await call(root, "grep", pattern="zzz")).output == "No matches found."
 
 
-async def test_grep_fallback_errors_and_cap(root: Path, no_rg: None) -> None:
+async def test_grep_errors_and_cap(root: Path, engine: str) -> None:
     out = await call(root, "grep", pattern="(unclosed")
-    assert out.error and "invalid regular expression" in out.output
+    assert out.error and "invalid regular expression '(unclosed'" in out.output
     out = await call(root, "grep", pattern="x", path="nope")
     assert out.error and "not found" in out.output
     (root / "many.txt").write_text("hit\n" * (MAX_GREP_MATCHES + 10))
@@ -408,7 +418,7 @@ async def test_dangling_symlink_to_outside_is_not_written(root: Path, outside: P
     assert not (outside / "created.txt").exists()
 
 
-async def test_search_does_not_follow_symlinks_out(root: Path, outside: Path, no_rg: None) -> None:
+async def test_search_does_not_follow_symlinks_out(root: Path, outside: Path, engine: str) -> None:
     (root / "dirlink").symlink_to(outside)
     (root / "filelink.txt").symlink_to(outside / "secret.txt")
     (root / "inside.txt").write_text("secret but fine\n")
@@ -437,7 +447,7 @@ async def test_read_pages_wide_files_within_the_budget(root: Path) -> None:
     assert f"{last - 1:6}\t" in out.output and f"{last:6}\t" not in out.output
 
 
-async def test_long_output_is_capped_and_says_so(root: Path, no_rg: None) -> None:
+async def test_long_output_is_capped_and_says_so(root: Path, engine: str) -> None:
     (root / "wide.txt").write_text(("hit " + "y" * 400 + "\n") * 400)  # 160 KB of matches
     out = await call(root, "grep", pattern="hit")
     assert len(out.output) < MAX_CHARS + 300

@@ -161,10 +161,10 @@ async def run_command(command: str, ctx: ToolContext, timeout: float) -> ToolOut
     finally:
         os.close(write_fd)
     stream = trio.lowlevel.FdStream(read_fd)
-    if ctx.on_spawn:
-        ctx.on_spawn(leader.pgid)
     output = _Output()
     try:
+        if ctx.on_spawn:
+            ctx.on_spawn(leader.pgid)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(output.drain, stream)
             with trio.move_on_after(timeout) as deadline:

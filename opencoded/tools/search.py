@@ -214,7 +214,10 @@ async def _rg_grep(
         stdin=subprocess.DEVNULL,
     )  # fmt: skip
     if proc.returncode == 2 and not proc.stdout:
-        raise ToolError(f"grep failed: {proc.stderr.decode(errors='replace').strip()}")
+        err = proc.stderr.decode(errors="replace").strip()
+        if "regex parse error" in err:
+            raise ToolError(f"invalid regular expression {pattern!r}: {err}")
+        raise ToolError(f"grep failed: {err}")
     matches: list[Match] = []
     for raw in proc.stdout.decode("utf-8", errors="replace").splitlines():
         path, _, rest = raw.partition("\x00")
