@@ -10,6 +10,8 @@ Prompt caching: the system prompt, the last tool and the last message block carr
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,7 @@ from .base import (
 if TYPE_CHECKING:
     import anthropic
 
+log = logging.getLogger(__name__)
 NAME = "Anthropic"
 KEY_HINT = "ANTHROPIC_API_KEY or provider.anthropic.options.apiKey"
 _CACHE = {"type": "ephemeral"}
@@ -158,6 +161,19 @@ class _StepState:
         )
 
 
+_warned: set[str] = set()
+
+
+def _warn_deprecated(model: str) -> None:
+    try:
+        from anthropic._data import DEPRECATED_MODELS
+    except ImportError:  # a private module: absent in another SDK version is fine
+        return
+    if model in DEPRECATED_MODELS and model not in _warned:
+        _warned.add(model)
+        log.warning("model %s is deprecated, end of life %s", model, DEPRECATED_MODELS[model])
+
+
 # ---- provider ------------------------------------------------------------------------------
 
 
@@ -176,6 +192,11 @@ class AnthropicProvider:
         import anthropic
         import httpx2
 
+        # The SDK warns (DeprecationWarning) on every request to a model nearing end of life;
+        # a daemon logs that once per model instead (see _warn_deprecated).
+        warnings.filterwarnings(
+            "ignore", message=r"The model '.*' is deprecated", category=DeprecationWarning
+        )
         self.id = id
         self._sdk = anthropic
         self._transport_error = httpx2.TransportError
@@ -192,6 +213,7 @@ class AnthropicProvider:
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Stream one step. Leaving early (cancel, aclose) closes the HTTP response."""
         params = build_params(request)
+        _warn_deprecated(request.model)
         try:
             sdk_stream = await self._client.messages.create(**params, stream=True)
         except Exception as exc:

@@ -1,10 +1,13 @@
 """Built-in model catalog: context windows and list prices, for `GET /models` and turn cost.
 
-Prices are US dollars per million tokens, from the providers' public price pages as known on
-2025-11-25 (Anthropic: 5-minute cache writes; OpenAI: cached input, no cache-write charge, so
-cache_write equals input). New models appear every month: an id not listed here is still
-passed to the provider as it is; its cost is 0 and its price is reported as unknown (null).
-Dated snapshots (`claude-sonnet-4-5-20250929`) and `-latest` names resolve to their entry.
+Prices are US dollars per million tokens, from the providers' public price pages as of
+2026-11-24 (Anthropic: 5-minute cache writes at 1.25x input, cache reads at 0.1x unless the
+page says otherwise; OpenAI: cached input, no cache-write charge, so cache_write equals input;
+OpenAI's standard short-context rates). A model listed with price None is known but has no
+single list price (tiered), so it costs 0 like an unknown one. New models appear every month:
+an id not listed here is still passed to the provider as it is; its cost is 0 and its price is
+reported as unknown (null). Dated snapshots (`claude-sonnet-4-5-20250929`) and `-latest`
+names resolve to their entry.
 """
 
 from __future__ import annotations
@@ -46,11 +49,20 @@ class ModelInfo:
 
 
 def _anthropic(
-    id: str, name: str, p_in: float, p_out: float, aliases: tuple[str, ...] = ()
+    id: str,
+    name: str,
+    price: tuple[float, float] | None,
+    *,
+    context: int = 200_000,
+    aliases: tuple[str, ...] = (),
+    cache_read: float | None = None,
 ) -> ModelInfo:
-    # Anthropic: cache reads cost 0.1x input, 5-minute cache writes 1.25x input.
-    price = Price(p_in, p_out, round(p_in * 0.1, 4), round(p_in * 1.25, 4))
-    return ModelInfo(id, "anthropic", name, 200_000, price, aliases)
+    full = None
+    if price is not None:
+        p_in, p_out = price
+        read = round(p_in * 0.1, 4) if cache_read is None else cache_read
+        full = Price(p_in, p_out, read, round(p_in * 1.25, 4))
+    return ModelInfo(id, "anthropic", name, context, full, aliases)
 
 
 def _openai(
@@ -59,32 +71,61 @@ def _openai(
     return ModelInfo(id, "openai", name, context, Price(p_in, p_out, cached, p_in))
 
 
+_1M = 1_000_000
+
 MODELS: tuple[ModelInfo, ...] = (
-    # Anthropic, newest first (the first is not the default; see registry.DEFAULT_MODELS).
-    _anthropic("claude-opus-4-5", "Claude Opus 4.5", 5.0, 25.0, ("claude-opus-4-5-20251101",)),
+    # Anthropic, current first.
+    _anthropic("claude-opus-5-5", "Claude Opus 5.5", (4.0, 20.0), context=_1M),
+    _anthropic("claude-sonnet-5-5", "Claude Sonnet 5.5", (2.0, 10.0), context=_1M),
+    _anthropic("claude-haiku-5-5", "Claude Haiku 5.5", None, context=_1M),  # tiered price
+    _anthropic("claude-fable-5-1", "Claude Fable 5.1", (10.0, 50.0), context=_1M, cache_read=0.25),
+    _anthropic("claude-fable-5", "Claude Fable 5", (10.0, 50.0), context=_1M, cache_read=1.0),
+    _anthropic("claude-opus-5", "Claude Opus 5", (5.0, 25.0), context=_1M),
+    _anthropic("claude-sonnet-5", "Claude Sonnet 5", (2.0, 10.0), context=_1M),
+    _anthropic("claude-opus-4-8", "Claude Opus 4.8", (5.0, 25.0), context=_1M),
+    _anthropic("claude-opus-4-7", "Claude Opus 4.7", (5.0, 25.0), context=_1M),
+    _anthropic("claude-opus-4-6", "Claude Opus 4.6", (5.0, 25.0), context=_1M),
+    _anthropic("claude-sonnet-4-6", "Claude Sonnet 4.6", (3.0, 15.0), context=_1M),
     _anthropic(
-        "claude-sonnet-4-5", "Claude Sonnet 4.5", 3.0, 15.0, ("claude-sonnet-4-5-20250929",)
+        "claude-haiku-4-5", "Claude Haiku 4.5", (1.0, 5.0), aliases=("claude-haiku-4-5-20251001",)
     ),
-    _anthropic("claude-haiku-4-5", "Claude Haiku 4.5", 1.0, 5.0, ("claude-haiku-4-5-20251001",)),
-    _anthropic("claude-opus-4-1", "Claude Opus 4.1", 15.0, 75.0, ("claude-opus-4-1-20250805",)),
-    _anthropic("claude-opus-4-0", "Claude Opus 4", 15.0, 75.0, ("claude-opus-4-20250514",)),
-    _anthropic("claude-sonnet-4-0", "Claude Sonnet 4", 3.0, 15.0, ("claude-sonnet-4-20250514",)),
+    # Deprecated or legacy, still answered by the API (or by compatible gateways).
+    _anthropic(
+        "claude-opus-4-5", "Claude Opus 4.5", (5.0, 25.0), aliases=("claude-opus-4-5-20251101",)
+    ),
+    _anthropic(
+        "claude-sonnet-4-5",
+        "Claude Sonnet 4.5",
+        (3.0, 15.0),
+        aliases=("claude-sonnet-4-5-20250929",),
+    ),
+    _anthropic(
+        "claude-opus-4-1", "Claude Opus 4.1", (15.0, 75.0), aliases=("claude-opus-4-1-20250805",)
+    ),
+    _anthropic(
+        "claude-opus-4-0", "Claude Opus 4", (15.0, 75.0), aliases=("claude-opus-4-20250514",)
+    ),
+    _anthropic(
+        "claude-sonnet-4-0", "Claude Sonnet 4", (3.0, 15.0), aliases=("claude-sonnet-4-20250514",)
+    ),
     _anthropic(
         "claude-3-7-sonnet-latest",
         "Claude Sonnet 3.7",
-        3.0,
-        15.0,
-        ("claude-3-7-sonnet-20250219", "claude-3-7-sonnet"),
+        (3.0, 15.0),
+        aliases=("claude-3-7-sonnet-20250219", "claude-3-7-sonnet"),
     ),
     _anthropic(
         "claude-3-5-haiku-latest",
         "Claude Haiku 3.5",
-        0.8,
-        4.0,
-        ("claude-3-5-haiku-20241022", "claude-3-5-haiku"),
+        (0.8, 4.0),
+        aliases=("claude-3-5-haiku-20241022", "claude-3-5-haiku"),
     ),
-    _anthropic("claude-3-haiku-20240307", "Claude Haiku 3", 0.25, 1.25),
-    # OpenAI
+    _anthropic("claude-3-haiku-20240307", "Claude Haiku 3", (0.25, 1.25)),
+    # OpenAI, current first.
+    _openai("gpt-5.5", "GPT-5.5", _1M, 5.0, 30.0, 0.50),
+    _openai("gpt-5.4", "GPT-5.4", _1M, 2.50, 15.0, 0.25),
+    _openai("gpt-5.4-mini", "GPT-5.4 mini", _1M, 0.75, 4.50, 0.075),
+    _openai("gpt-5.4-nano", "GPT-5.4 nano", _1M, 0.20, 1.25, 0.02),
     _openai("gpt-5.1", "GPT-5.1", 400_000, 1.25, 10.0, 0.125),
     _openai("gpt-5", "GPT-5", 400_000, 1.25, 10.0, 0.125),
     _openai("gpt-5-mini", "GPT-5 mini", 400_000, 0.25, 2.0, 0.025),

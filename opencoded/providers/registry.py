@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 Kind = Literal["anthropic", "openai", "openai-compatible"]
 
-DEFAULT_MODELS: dict[str, str] = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-4.1"}
+DEFAULT_MODELS: dict[str, str] = {"anthropic": "claude-sonnet-5-5", "openai": "gpt-5.4"}
 _BUILTIN: dict[str, tuple[Kind, str, str, str]] = {
     # id: (kind, display name, env prefix, default base URL)
     "anthropic": ("anthropic", "Anthropic", "ANTHROPIC", "https://api.anthropic.com"),

@@ -13,7 +13,7 @@ In-process API (what other tests rely on)::
         fake.push(Reply(text=["Hel", "lo"]))       # queue the next reply (FIFO, either protocol)
         fake.push(Reply(tool_calls=[FakeToolCall("t1", "read", {"path": "a.py"})]))
         ...
-        fake.requests     # list[ReceivedRequest]: .path, .body (parsed JSON), .headers
+        fake.requests     # list[ReceivedRequest]: .path, .body (JSON), .headers (lower-case)
         await fake.wait_requests(2)   # until at least 2 requests were received
         fake.disconnects  # how many streams the client dropped before the reply was complete
         await fake.disconnected.wait()  # set at the first such drop
@@ -336,7 +336,8 @@ class FakeLLM:
         return self._queue.popleft() if self._queue else Reply()
 
     def _record(self, body: dict[str, Any]) -> None:
-        self.requests.append(ReceivedRequest(request.path, body, dict(request.headers)))
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.requests.append(ReceivedRequest(request.path, body, headers))
         self._received.set()
         self._received = trio.Event()
 
