@@ -22,7 +22,7 @@ With an empty queue every request gets the default reply `Reply(text=["ok"])`.
 
 `Reply` fields (all optional):
 
-- `text`: list of text pieces, one delta each (an empty list sends no text block).
+- `text`: list of text pieces, one delta each (default none: no text block).
 - `tool_calls`: list of `FakeToolCall(id, name, input)`; the input JSON is streamed in about
   three pieces (`input_json_delta` / `function.arguments` deltas).
 - `stop_reason`: `None` means `"tool_use"` if there are tool calls, else `"end_turn"`
@@ -81,7 +81,7 @@ class FakeToolCall:
 
 @attrs.frozen
 class Reply:
-    text: list[str] = attrs.field(factory=lambda: ["ok"], converter=list)
+    text: list[str] = attrs.field(factory=list, converter=list)
     tool_calls: list[FakeToolCall] = attrs.field(factory=list, converter=list)
     stop_reason: str | None = None
     input_tokens: int = 10
@@ -333,7 +333,7 @@ class FakeLLM:
             await self._received.wait()
 
     def _next_reply(self) -> Reply:
-        return self._queue.popleft() if self._queue else Reply()
+        return self._queue.popleft() if self._queue else Reply(text=["ok"])
 
     def _record(self, body: dict[str, Any]) -> None:
         headers = {k.lower(): v for k, v in request.headers.items()}
