@@ -16,9 +16,9 @@ group = typer.Typer(help="List and register projects (no subcommand: list).")
 
 
 @group.callback(invoke_without_command=True)
-def _default(ctx: typer.Context) -> None:
+def _default(ctx: typer.Context, url: UrlOpt = None, json_: JsonOpt = False) -> None:
     if ctx.invoked_subcommand is None:
-        ctx.invoke(list_projects)
+        list_projects(url=url, json_=json_)
 
 
 @group.command("list")

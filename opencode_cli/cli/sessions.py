@@ -17,9 +17,18 @@ IdArg = Annotated[str, typer.Argument(help="Session id.", show_default=False)]
 
 
 @group.callback(invoke_without_command=True)
-def _default(ctx: typer.Context) -> None:
+def _default(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many.")] = 50,
+    before: Annotated[
+        str | None, typer.Option("--before", help="Page cursor: the last id of the previous page.")
+    ] = None,
+    project: Annotated[str | None, typer.Option("--project", help="Only this project id.")] = None,
+    url: UrlOpt = None,
+    json_: JsonOpt = False,
+) -> None:
     if ctx.invoked_subcommand is None:
-        ctx.invoke(list_sessions)
+        list_sessions(limit=limit, before=before, project=project, url=url, json_=json_)
 
 
 @group.command("list")
