@@ -12,7 +12,7 @@ import re
 from typing import Any, TypeVar, get_args
 
 import cattrs
-from cattrs.cols import is_sequence, list_structure_factory
+from cattrs.cols import is_mapping, is_sequence, list_structure_factory, mapping_structure_factory
 from cattrs.preconf.json import make_converter
 
 from .errors import InvalidRequest
@@ -61,13 +61,15 @@ def _list_factory(type_: Any, conv: cattrs.Converter):
     return hook
 
 
-def _dict_hook(value: Any, type_: Any) -> dict:
-    if not isinstance(value, dict):
-        raise TypeError(f"expected object, got {_json_type(value)}")
-    args = get_args(type_)
-    if args and args[1] is str and not all(isinstance(v, str) for v in value.values()):
-        raise TypeError("expected an object of strings")
-    return dict(value)
+def _dict_factory(type_: Any, conv: cattrs.Converter):
+    inner = mapping_structure_factory(type_, conv) if get_args(type_) else None
+
+    def hook(value: Any, t: Any) -> Any:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected object, got {_json_type(value)}")
+        return inner(value, t) if inner is not None else dict(value)
+
+    return hook
 
 
 def make_wire_converter() -> cattrs.Converter:
@@ -77,9 +79,7 @@ def make_wire_converter() -> cattrs.Converter:
     conv.register_structure_hook(bool, _strict(bool, "boolean"))
     conv.register_structure_hook(float, _strict_float)
     conv.register_structure_hook_factory(is_sequence, _list_factory)
-    conv.register_structure_hook_func(
-        lambda t: getattr(t, "__origin__", None) is dict or t is dict, _dict_hook
-    )
+    conv.register_structure_hook_factory(is_mapping, _dict_factory)
     return conv
 
 

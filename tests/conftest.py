@@ -38,9 +38,8 @@ class RunningDaemon:
     def tcp(self, *, token: bool = True, **kwargs: Any) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {self.token}"} if token else {}
         headers.update(kwargs.pop("headers", {}))
-        return httpx.AsyncClient(
-            base_url=self.tcp_url, headers=headers, trust_env=False, timeout=10, **kwargs
-        )
+        kwargs.setdefault("base_url", self.tcp_url)
+        return httpx.AsyncClient(headers=headers, trust_env=False, timeout=10, **kwargs)
 
     def unix(self, **kwargs: Any) -> httpx.AsyncClient:
         transport = httpx.AsyncHTTPTransport(uds=str(self.socket))

@@ -28,15 +28,21 @@ class Store(Protocol):
         """Raise StoreError unless the database answers."""
 
     # projects
-    async def create_project(self, project: Project) -> None: ...
+    async def create_project(self, project: Project) -> Project:
+        """Register the project; if its path is registered already, return that one."""
+
     async def get_project(self, project_id: str) -> Project | None: ...
     async def find_project_by_path(self, path: str) -> Project | None: ...
     async def list_projects(self) -> list[Project]: ...
     async def delete_project(self, project_id: str) -> bool: ...
 
     # sessions
-    async def create_session(self, session: Session, new_project: Project | None = None) -> None:
-        """Store the session, and its project when it is new, in one transaction."""
+    async def create_session(self, session: Session, new_project: Project | None = None) -> Session:
+        """Store the session, and its project when it is new, in one transaction.
+
+        Returns the stored session: if another request registered the same directory
+        first, the session belongs to that project instead of `new_project`.
+        """
 
     async def get_session(self, session_id: str) -> Session | None: ...
     async def list_sessions(
@@ -76,3 +82,11 @@ class Store(Protocol):
     async def get_permission(self, request_id: str) -> PermissionRequest | None: ...
     async def pending_permissions(self, session_id: str) -> list[PermissionRequest]: ...
     async def expire_permissions(self, turn_ids: Sequence[str]) -> int: ...
+
+    # service upkeep (crash recovery, retention)
+    async def close_turn(self, turn: Turn, events: Sequence[Event]) -> None:
+        """Store the turn's final record and its last events in one transaction, so a
+        crash can never leave one without the other (recovery relies on it)."""
+
+    async def prune_idle_sessions(self, updated_before: int, keep: Sequence[str]) -> list[str]:
+        """Like prune_sessions, but never delete the sessions in `keep` (the busy ones)."""

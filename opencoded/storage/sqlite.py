@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import trio
 
 from ..records import Event, Message, PermissionRequest, Project, Session, Turn
@@ -30,6 +31,7 @@ from .migrations import migrate
 T = TypeVar("T")
 _STOP = object()
 _MAX_BATCH = 2000
+_VACUUM_PAGES = 2048  # pages freed per transaction by vacuum()
 _SESSION_COLUMNS = "id, created, updated, provider, model, project, directory, title, permission"
 
 
@@ -202,8 +204,13 @@ class SQLiteStore:
 
     # ---- projects ------------------------------------------------------------------
 
-    async def create_project(self, project: Project) -> None:
-        await self._write(lambda c: _insert_project(c, project))
+    async def create_project(self, project: Project) -> Project:
+        def run(c: sqlite3.Connection) -> Project:
+            _insert_project(c, project, if_new=True)
+            row = c.execute("SELECT * FROM projects WHERE path = ?", (project.path,)).fetchone()
+            return _project(row)
+
+        return await self._write(run)
 
     async def get_project(self, project_id: str) -> Project | None:
         row = await self._read(
@@ -232,16 +239,23 @@ class SQLiteStore:
 
     # ---- sessions ------------------------------------------------------------------
 
-    async def create_session(self, session: Session, new_project: Project | None = None) -> None:
-        def run(c: sqlite3.Connection) -> None:
+    async def create_session(self, session: Session, new_project: Project | None = None) -> Session:
+        def run(c: sqlite3.Connection) -> Session:
+            stored = session
             if new_project is not None:
-                _insert_project(c, new_project)
+                # Two creates for the same new directory may race; the path decides.
+                _insert_project(c, new_project, if_new=True)
+                (project_id,) = c.execute(
+                    "SELECT id FROM projects WHERE path = ?", (new_project.path,)
+                ).fetchone()
+                stored = attrs.evolve(session, project=project_id)
             c.execute(
                 f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                _session_row(session),
+                _session_row(stored),
             )
+            return stored
 
-        await self._write(run)
+        return await self._write(run)
 
     async def get_session(self, session_id: str) -> Session | None:
         row = await self._read(
@@ -296,7 +310,16 @@ class SQLiteStore:
         def run() -> None:
             conn = _connect(self.path)
             try:
-                conn.execute("PRAGMA incremental_vacuum")
+                # In chunks, each its own short transaction, so the writer is never
+                # blocked for long. executescript, because `execute` steps the pragma
+                # once, and each step frees a single page.
+                free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+                while free > 0:
+                    conn.executescript(f"PRAGMA incremental_vacuum({_VACUUM_PAGES})")
+                    left = conn.execute("PRAGMA freelist_count").fetchone()[0]
+                    if left >= free:  # not an auto_vacuum=INCREMENTAL file
+                        break
+                    free = left
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 conn.close()
@@ -440,6 +463,28 @@ class SQLiteStore:
 
         return await self._write(run) if ids else 0
 
+    # ---- service upkeep -------------------------------------------------------------
+
+    async def close_turn(self, turn: Turn, events: Sequence[Event]) -> None:
+        rows = [(e.session_id, e.seq, e.type, json.dumps(e.data), e.created) for e in events]
+
+        def run(c: sqlite3.Connection) -> None:
+            c.executemany("INSERT INTO events VALUES (?,?,?,?,?)", rows)
+            c.execute("REPLACE INTO turns VALUES (?,?,?,?,?,?,?,?,?)", _turn_row(turn))
+
+        await self._write(run)
+
+    async def prune_idle_sessions(self, updated_before: int, keep: Sequence[str]) -> list[str]:
+        kept = set(keep)
+
+        def run(c: sqlite3.Connection) -> list[str]:
+            rows = c.execute("SELECT id FROM sessions WHERE updated < ?", (updated_before,))
+            ids = [r[0] for r in rows if r[0] not in kept]
+            _delete_sessions(c, ids)
+            return ids
+
+        return await self._write(run)
+
 
 def _deliver(batch: list[_Job]) -> None:
     """Runs on the Trio thread: tell every waiter of a committed batch, in order."""
@@ -447,8 +492,9 @@ def _deliver(batch: list[_Job]) -> None:
         job.done(job)
 
 
-def _insert_project(c: sqlite3.Connection, p: Project) -> None:
-    c.execute("INSERT INTO projects VALUES (?,?,?,?)", (p.id, p.name, p.path, p.created))
+def _insert_project(c: sqlite3.Connection, p: Project, *, if_new: bool = False) -> None:
+    conflict = " ON CONFLICT(path) DO NOTHING" if if_new else ""
+    c.execute(f"INSERT INTO projects VALUES (?,?,?,?){conflict}", (p.id, p.name, p.path, p.created))
 
 
 def _project(row: tuple) -> Project:
@@ -484,3 +530,17 @@ def _delete_sessions(c: sqlite3.Connection, ids: list[str]) -> int:
             c.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
         deleted += c.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount
     return deleted
+
+
+def _turn_row(t: Turn) -> tuple:
+    return (
+        t.id,
+        t.session_id,
+        t.message_id,
+        t.status,
+        t.started,
+        t.ended,
+        t.input_tokens,
+        t.output_tokens,
+        t.cost,
+    )

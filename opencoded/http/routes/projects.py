@@ -41,10 +41,9 @@ async def create_project() -> tuple[Response, int]:
         raise InvalidRequest("name must not be empty", {"field": "name"})
     directory = checked_directory(body.path, "path")
     store = get_daemon().store
-    project, new = await project_for(store, directory, body.name.strip())
-    if new:
-        await store.create_project(project)
-    return jsonify(project_json(project)), 201 if new else 200
+    candidate, new = await project_for(store, directory, body.name.strip())
+    project = await store.create_project(candidate) if new else candidate
+    return jsonify(project_json(project)), 201 if new and project.id == candidate.id else 200
 
 
 async def _project(project_id: str) -> Project:

@@ -104,7 +104,7 @@ async def create_session() -> tuple[Response, int]:
         title=(body.title or "").strip() or f"Session in {os.path.basename(directory) or '/'}",
         permission=dict(body.permission),
     )
-    await daemon.store.create_session(session, new_project)
+    session = await daemon.store.create_session(session, new_project)
     daemon.sessions.notify("session.created", session.id)
     return jsonify(session_json(session)), 201
 
