@@ -90,7 +90,7 @@ async def test_taken_port_is_one_clear_line(tmpdir_short: Path) -> None:
                     "--data-dir",
                     str(tmpdir_short / "data"),
                 ]
-            )  # fmt: skip
+            )
         )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
