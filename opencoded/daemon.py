@@ -6,7 +6,7 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -43,6 +43,7 @@ class Daemon:
     started: float = attrs.Factory(time.monotonic)
     stopping: trio.Event = attrs.Factory(trio.Event)
     workdir: Path = attrs.Factory(Path.cwd)
+    app: Any = None  # the ASGI app serving this daemon, set once it is built
 
     @property
     def uptime(self) -> float:

@@ -20,7 +20,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from . import systemd
+from . import recovery, retention, systemd
 from .config import Config, ConfigError
 from .daemon import Daemon, Endpoints, ensure_token
 from .http.app import create_app
@@ -82,16 +82,21 @@ def claim_socket_path(path: Path) -> int:
     return lock_fd
 
 
-def hypercorn_config(config: Config, socket_path: Path | None, fds: list[int]) -> HypercornConfig:
+def hypercorn_config(
+    config: Config, socket_path: Path | None, passed: list[systemd.PassedSocket]
+) -> HypercornConfig:
+    """Binds: a socket passed by systemd replaces our own listener of its kind."""
     hc = HypercornConfig()
-    tcp = [f"{_bracket(config.server.host)}:{config.server.port}"] if config.server.tcp else []
+    own_tcp = config.server.tcp and not any(not p.is_unix for p in passed)
+    tcp = [f"{_bracket(config.server.host)}:{config.server.port}"] if own_tcp else []
+    tcp += [f"fd://{p.fd}" for p in passed if not p.is_unix]
     unix = [f"unix:{socket_path}"] if socket_path is not None else []
-    passed = [f"fd://{fd}" for fd in fds]
+    unix += [f"fd://{p.fd}" for p in passed if p.is_unix]
     if config.server.certfile and config.server.keyfile:
         hc.certfile, hc.keyfile = config.server.certfile, config.server.keyfile
-        hc.bind, hc.insecure_bind = tcp, unix + passed  # TLS on TCP only
+        hc.bind, hc.insecure_bind = tcp, unix  # TLS on TCP only
     else:
-        hc.bind = tcp + unix + passed
+        hc.bind = tcp + unix
     hc.umask = 0o177  # the socket is created 0600
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
@@ -134,11 +139,15 @@ async def run_daemon(
     data_dir = config.data_path
     prepare_data_dir(data_dir)
     token = ensure_token(data_dir)
-    passed = systemd.listen_fds()
-    socket_path = None if passed else config.socket_path
+    try:
+        passed = systemd.listen_fds()
+    except ValueError as exc:
+        raise StartupError(f"socket activation: {exc}") from None
+    socket_path = None if any(p.is_unix for p in passed) else config.socket_path
     lock_fd = claim_socket_path(socket_path) if socket_path else None
     try:
         async with SQLiteStore(data_dir / "opencode.db") as store:
+            await recovery.recover(store)
             await _serve(config, store, token, socket_path, passed, cors_flag, stop, task_status)
     finally:
         if socket_path is not None:
@@ -154,8 +163,8 @@ async def _serve(config, store, token, socket_path, passed, cors_flag, stop, tas
         async with trio.open_nursery() as nursery:
             sessions = SessionManager(store, nursery)
             daemon = Daemon(config, store, sessions, providers, token, nursery)
-            app = create_app(daemon, Policy.from_config(config, token, cors_flag))
-            hc = hypercorn_config(config, socket_path, [fd for fd, _ in passed])
+            app = daemon.app = create_app(daemon, Policy.from_config(config, token, cors_flag))
+            hc = hypercorn_config(config, socket_path, passed)
             hypercorn_stop = trio.Event()
             try:
                 binds = await nursery.start(
@@ -165,10 +174,12 @@ async def _serve(config, store, token, socket_path, passed, cors_flag, stop, tas
                 raise StartupError(_bind_error(group, config)) from None
             daemon.endpoints = _endpoints(binds, config.server.certfile)
             log.info(daemon.endpoints.ready_line())
+            background = await nursery.start(_run_background, daemon)
             systemd.notify("READY=1\nSTATUS=serving")
             task_status.started(daemon)
             await stop.wait()
             systemd.notify("STOPPING=1")
+            background.cancel()
             daemon.stopping.set()
             with trio.move_on_after(4) as scope:
                 scope.shield = True
@@ -177,6 +188,17 @@ async def _serve(config, store, token, socket_path, passed, cors_flag, stop, tas
     finally:
         with trio.CancelScope(shield=True):
             await providers.aclose()
+
+
+async def _run_background(daemon: Daemon, *, task_status: trio.TaskStatus) -> None:
+    """Retention and the systemd watchdog: tasks that live until shutdown starts."""
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(retention.run, daemon)
+            interval = systemd.watchdog_interval()
+            if interval is not None:
+                nursery.start_soon(systemd.watchdog, interval, daemon.store.ping)
+            task_status.started(scope)
 
 
 def _bind_error(group: BaseExceptionGroup, config: Config) -> str:
