@@ -32,6 +32,8 @@ from .storage import SQLiteStore
 
 log = logging.getLogger("opencoded")
 GRACEFUL_TIMEOUT = 2.0
+# Aborting turns + hypercorn's drain must stay under the contract's 5 s exit.
+ABORT_BUDGET = 2.5
 
 
 class StartupError(Exception):
@@ -163,7 +165,7 @@ async def _serve(config, store, token, socket_path, passed, cors_flag, stop, tas
         async with trio.open_nursery() as nursery:
             sessions = SessionManager(store, nursery)
             daemon = Daemon(config, store, sessions, providers, token, nursery)
-            app = daemon.app = create_app(daemon, Policy.from_config(config, token, cors_flag))
+            app = create_app(daemon, Policy.from_config(config, token, cors_flag))
             hc = hypercorn_config(config, socket_path, passed)
             hypercorn_stop = trio.Event()
             try:
@@ -181,7 +183,7 @@ async def _serve(config, store, token, socket_path, passed, cors_flag, stop, tas
             systemd.notify("STOPPING=1")
             background.cancel()
             daemon.stopping.set()
-            with trio.move_on_after(4) as scope:
+            with trio.move_on_after(ABORT_BUDGET) as scope:
                 scope.shield = True
                 await sessions.aclose()
             hypercorn_stop.set()

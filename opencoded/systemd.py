@@ -1,14 +1,23 @@
-"""The two systemd protocols the daemon speaks: sd_notify and socket activation.
+"""The systemd protocols the daemon speaks: sd_notify, socket activation and the watchdog.
 
-Both are a few lines over plain sockets; no package is needed (see stack notes).
+Each is a few lines over plain sockets and environment variables; no package is needed
+(see stack notes 11). All of them are no-ops when the daemon is not run by systemd.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable, MutableMapping
+
+import attrs
+import trio
 
 SD_LISTEN_FDS_START = 3
+_LISTEN_VARS = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+
+log = logging.getLogger(__name__)
 
 
 def notify(state: str) -> bool:
@@ -27,21 +36,84 @@ def notify(state: str) -> bool:
     return True
 
 
-def listen_fds() -> list[tuple[int, str]]:
-    """Sockets passed by systemd as (fd, name); [] when not socket-activated.
+@attrs.frozen
+class PassedSocket:
+    """A listening socket handed over by systemd."""
 
-    The LISTEN_* variables are removed so that commands run by tools do not inherit them.
+    fd: int
+    name: str
+    family: int
+
+    @property
+    def is_unix(self) -> bool:
+        return self.family == socket.AF_UNIX
+
+
+def listen_fds(env: MutableMapping[str, str] = os.environ) -> list[PassedSocket]:
+    """Sockets passed by systemd; [] when not socket-activated.
+
+    The LISTEN_* variables are removed in every case (even when meant for another
+    process), so that commands run by tools never inherit them; the fds are made
+    non-inheritable for the same reason. Only stream sockets are accepted: the unit
+    passes nothing else, and hypercorn would fail on them with a less clear message.
     """
-    env = os.environ
-    if env.get("LISTEN_PID") != str(os.getpid()):
+    pid, count, names = (env.pop(key, None) for key in _LISTEN_VARS)
+    if pid != str(os.getpid()):
         return []
-    count = int(env.get("LISTEN_FDS", "0") or 0)
-    names = (env.get("LISTEN_FDNAMES") or "").split(":")
-    for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        env.pop(key, None)
-    fds = []
-    for index in range(count):
+    try:
+        total = int(count or 0)
+    except ValueError:
+        raise ValueError(f"LISTEN_FDS is not a number: {count!r}") from None
+    labels = (names or "").split(":")
+    passed = []
+    for index in range(total):
         fd = SD_LISTEN_FDS_START + index
         os.set_inheritable(fd, False)
-        fds.append((fd, names[index] if index < len(names) else "unknown"))
-    return fds
+        family, kind = _socket_kind(fd)
+        if kind != socket.SOCK_STREAM:
+            raise ValueError(f"fd {fd} passed by systemd is not a stream socket")
+        label = labels[index] if index < len(labels) and labels[index] else "unknown"
+        passed.append(PassedSocket(fd, label, family))
+    return passed
+
+
+def _socket_kind(fd: int) -> tuple[int, int]:
+    try:
+        probe = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ValueError(f"fd {fd} passed by systemd is not a socket: {exc.strerror}") from None
+    try:
+        return probe.family, probe.type
+    finally:
+        probe.detach()  # the fd stays open for hypercorn
+
+
+def watchdog_interval(env: MutableMapping[str, str] = os.environ) -> float | None:
+    """Seconds between WATCHDOG=1 pings (half of WatchdogSec), or None when it is off."""
+    usec = env.get("WATCHDOG_USEC")
+    owner = env.get("WATCHDOG_PID")
+    if not usec or (owner and owner != str(os.getpid())):
+        return None
+    try:
+        value = int(usec)
+    except ValueError:
+        return None
+    return value / 2_000_000 if value > 0 else None
+
+
+async def watchdog(interval: float, healthy: Callable[[], Awaitable[None]]) -> None:
+    """Ping the service manager every `interval` while the daemon is healthy.
+
+    Running in the Trio loop, a ping proves the loop is not stuck; `healthy()` (the
+    store's ping) proves the database answers. When it fails or hangs we skip the ping
+    and let systemd restart us after WatchdogSec, which is what a wedged writer needs.
+    """
+    while True:
+        try:
+            with trio.fail_after(interval):
+                await healthy()
+        except Exception as exc:  # TooSlowError or StoreError: both mean "do not ping"
+            log.warning("watchdog: not healthy, skipping the ping: %s", exc)
+        else:
+            notify("WATCHDOG=1")
+        await trio.sleep(interval)

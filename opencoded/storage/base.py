@@ -90,3 +90,6 @@ class Store(Protocol):
 
     async def prune_idle_sessions(self, updated_before: int, keep: Sequence[str]) -> list[str]:
         """Like prune_sessions, but never delete the sessions in `keep` (the busy ones)."""
+
+    async def stale_sessions(self, updated_before: int) -> list[str]:
+        """Ids of the sessions not updated since `updated_before` (retention candidates)."""

@@ -485,6 +485,14 @@ class SQLiteStore:
 
         return await self._write(run)
 
+    async def stale_sessions(self, updated_before: int) -> list[str]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT id FROM sessions WHERE updated < ? ORDER BY updated", (updated_before,)
+            ).fetchall()
+        )
+        return [r[0] for r in rows]
+
 
 def _deliver(batch: list[_Job]) -> None:
     """Runs on the Trio thread: tell every waiter of a committed batch, in order."""

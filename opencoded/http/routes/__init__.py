@@ -6,7 +6,7 @@ import importlib
 
 from quart_trio import QuartTrio
 
-MODULES = ["health", "sessions", "projects", "catalog", "openapi"]
+MODULES = ["health", "sessions", "projects", "catalog", "maintenance", "openapi"]
 
 
 def register_all(app: QuartTrio) -> None:

@@ -1,0 +1,56 @@
+"""Retention: sessions not updated for `retention.days` are removed, and the file shrinks.
+
+A session's `updated` moves with every message, so "not updated for N days" means nobody
+used it for N days. A session with a running turn is never removed, whatever its age.
+Deleting rows only puts pages on SQLite's free list; `store.vacuum()` (incremental, the
+database is created with auto_vacuum=INCREMENTAL) gives them back to the file system,
+so disk use really goes down.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import trio
+
+from .daemon import Daemon
+from .records import now
+
+log = logging.getLogger(__name__)
+
+DAY = 86400
+
+
+async def prune(daemon: Daemon, older_than_days: float) -> list[str]:
+    """Remove idle sessions not updated for `older_than_days`; return their ids."""
+    cutoff = now() - math.floor(older_than_days * DAY)
+    stale = await daemon.store.stale_sessions(cutoff)
+    busy = [sid for sid in stale if daemon.sessions.status(sid) == "busy"]
+    deleted = await daemon.store.prune_idle_sessions(cutoff, busy)
+    for session_id in deleted:
+        # Drop any live runtime (watchers following an idle session get their streams closed).
+        await daemon.sessions.close_session(session_id)
+    if deleted:
+        await daemon.store.vacuum()
+        log.info(
+            "retention: removed %d session(s) not updated for %g day(s)",
+            len(deleted),
+            older_than_days,
+        )
+    return deleted
+
+
+async def run(daemon: Daemon) -> None:
+    """The background task: prune every `retention.intervalHours` while `days` is set."""
+    retention = daemon.config.retention
+    if retention.days is None:
+        return
+    while True:
+        try:
+            await prune(daemon, retention.days)
+        except Exception:
+            # A failed pass (disk full, locked file) must not take the daemon down;
+            # the next pass tries again.
+            log.exception("retention: pruning failed")
+        await trio.sleep(retention.interval_hours * 3600)
