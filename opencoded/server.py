@@ -165,7 +165,7 @@ async def _serve(config, store, token, socket_path, passed, cors_flag, stop, tas
         async with trio.open_nursery() as nursery:
             sessions = SessionManager(store, nursery)
             daemon = Daemon(config, store, sessions, providers, token, nursery)
-            app = create_app(daemon, Policy.from_config(config, token, cors_flag))
+            app = daemon.app = create_app(daemon, Policy.from_config(config, token, cors_flag))
             hc = hypercorn_config(config, socket_path, passed)
             hypercorn_stop = trio.Event()
             try:
