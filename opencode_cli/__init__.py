@@ -1,48 +1,47 @@
 """Python client and CLI for opencoded.
 
 ``Client`` (blocking) and ``AsyncClient`` (Trio or asyncio) have the same shape. Importing this
-package is cheap: httpx and the async client load on first use, so the CLI does not pay for them.
+package is cheap: every name loads on first use, so the CLI pays only for what a command needs.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._client import Client
-from ._endpoint import Endpoint
-from ._exceptions import (
-    APIError,
-    ConnectError,
-    InternalServerError,
-    InvalidRequestError,
-    NotFoundError,
-    OpencodeError,
-    PayloadTooLargeError,
-    PermissionDeniedError,
-    ProtocolError,
-    ProviderError,
-    RateLimitedError,
-    SessionBusyError,
-    SessionNotFoundError,
-    TransportError,
-    UnauthorizedError,
-)
-from ._models import (
-    Accepted,
-    Event,
-    FileEntry,
-    Health,
-    Message,
-    Model,
-    Part,
-    Permission,
-    Project,
-    Provider,
-    Session,
-)
-
 if TYPE_CHECKING:
     from ._async_client import AsyncClient
+    from ._client import Client
+    from ._endpoint import Endpoint
+    from ._exceptions import (
+        APIError,
+        ConnectError,
+        InternalServerError,
+        InvalidRequestError,
+        NotFoundError,
+        OpencodeError,
+        PayloadTooLargeError,
+        PermissionDeniedError,
+        ProtocolError,
+        ProviderError,
+        RateLimitedError,
+        SessionBusyError,
+        SessionNotFoundError,
+        TransportError,
+        UnauthorizedError,
+    )
+    from ._models import (
+        Accepted,
+        Event,
+        FileEntry,
+        Health,
+        Message,
+        Model,
+        Part,
+        Permission,
+        Project,
+        Provider,
+        Session,
+    )
 
 __version__ = "0.1.0"
 
@@ -79,10 +78,61 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # AsyncClient imports httpx and anyio at module level; load it only when asked for.
-    if name == "AsyncClient":
-        from ._async_client import AsyncClient
+_HOME = {
+    "AsyncClient": "_async_client",
+    "Client": "_client",
+    "Endpoint": "_endpoint",
+    **dict.fromkeys(
+        [
+            "APIError",
+            "ConnectError",
+            "InternalServerError",
+            "InvalidRequestError",
+            "NotFoundError",
+            "OpencodeError",
+            "PayloadTooLargeError",
+            "PermissionDeniedError",
+            "ProtocolError",
+            "ProviderError",
+            "RateLimitedError",
+            "SessionBusyError",
+            "SessionNotFoundError",
+            "TransportError",
+            "UnauthorizedError",
+        ],
+        "_exceptions",
+    ),
+    **dict.fromkeys(
+        [
+            "Accepted",
+            "Event",
+            "FileEntry",
+            "Health",
+            "Message",
+            "Model",
+            "Part",
+            "Permission",
+            "Project",
+            "Provider",
+            "Session",
+        ],
+        "_models",
+    ),
+}
 
-        return AsyncClient
-    raise AttributeError(f"module 'opencode_cli' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    """Load names on first use (PEP 562): ``opencode --help`` must not pay for the client, and
+    AsyncClient pulls in httpx and anyio."""
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'opencode_cli' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
