@@ -190,7 +190,7 @@ class FakeLLMProcess:
 
     def requests(self) -> list[dict[str, Any]]:
         with _no_proxy().open(f"{self.url}/_requests", timeout=10) as resp:
-            return json.loads(resp.read())
+            return json.loads(resp.read())["requests"]
 
     def stop(self) -> None:
         stop_process(self.proc)
