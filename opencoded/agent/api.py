@@ -1,0 +1,195 @@
+"""What the HTTP and WebSocket layers call: submit a message, answer a permission, abort.
+
+These functions hold the rules both transports share (validation, one turn per session,
+what is stored before a turn starts), so the views stay thin and cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from ..daemon import Daemon
+from ..errors import InvalidRequest, NotFound, SessionBusy, SessionNotFound
+from ..providers.base import ProviderError
+from ..records import Message, Session, Turn, new_id, now
+from ..sessions import EventLog, RunningTurn
+from .permissions import RESPONSES, agent_state
+from .turn import AgentTurn, TurnPlan
+
+
+@attrs.frozen
+class SubmittedTurn:
+    """A started turn. Follow `log` with `after=start_seq` to see exactly its events."""
+
+    turn_id: str
+    message_id: str  # the assistant message the turn writes (as in its `complete` event)
+    user_message_id: str
+    start_seq: int  # the last seq before the turn's first event
+    running: RunningTurn
+    log: EventLog
+
+
+def validate_parts(parts: Any) -> list[dict[str, str]]:
+    """`[{"type": "text", "text": str}, ...]`, non-empty; a 400 naming the field otherwise."""
+    if not isinstance(parts, list):
+        raise InvalidRequest("parts must be an array of parts", {"field": "parts"})
+    if not parts:
+        raise InvalidRequest("parts must not be empty", {"field": "parts"})
+    clean: list[dict[str, str]] = []
+    for i, part in enumerate(parts):
+        where = f"parts[{i}]"
+        if not isinstance(part, dict):
+            raise InvalidRequest(f"{where} must be an object", {"field": where})
+        kind = part.get("type")
+        if kind is None:
+            raise InvalidRequest(f"{where}.type is missing", {"field": f"{where}.type"})
+        if kind != "text":
+            raise InvalidRequest(
+                f"{where}.type: unknown part type {kind!r} (supported: text)",
+                {"field": f"{where}.type"},
+            )
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise InvalidRequest(f"{where}.text must be a string", {"field": f"{where}.text"})
+        extra = sorted(set(part) - {"type", "text"})
+        if extra:
+            raise InvalidRequest(
+                f"{where}: unknown field(s) {', '.join(extra)}", {"field": f"{where}.{extra[0]}"}
+            )
+        clean.append({"type": "text", "text": text})
+    if not any(p["text"].strip() for p in clean):
+        raise InvalidRequest("the message has no text", {"field": "parts[0].text"})
+    return clean
+
+
+async def _load_session(daemon: Daemon, session_id: str) -> Session:
+    session = await daemon.store.get_session(session_id)
+    if session is None:
+        raise SessionNotFound(session_id)
+    return session
+
+
+def _busy(session_id: str, turn: RunningTurn | None) -> SessionBusy:
+    return SessionBusy(
+        "a turn is already running in this session",
+        {"sessionId": session_id, "turnId": turn.id if turn else None},
+    )
+
+
+async def _plan(daemon: Daemon, session: Session) -> TurnPlan:
+    """Resolve the model now, so a missing provider is a 400 and no turn is recorded."""
+    try:
+        provider_id, model = daemon.providers.resolve(
+            session.model, session.provider, daemon.config.model
+        )
+    except ProviderError as err:
+        raise InvalidRequest(err.message, {"field": "model"}) from None
+    root = Path(session.directory)
+    if session.project is not None:
+        project = await daemon.store.get_project(session.project)
+        if project is not None:
+            root = Path(project.path)
+    return TurnPlan(session, provider_id, model, root)
+
+
+async def submit_message(daemon: Daemon, session_id: str, parts: list[dict]) -> SubmittedTurn:
+    """Store the user message and start a turn for it.
+
+    Raises SessionNotFound, InvalidRequest (bad parts, no usable provider) or SessionBusy.
+    A per-session lock spans the busy check, the writes and the start, so a rejected
+    second message never leaves a stored user message behind.
+    """
+    session = await _load_session(daemon, session_id)
+    clean = validate_parts(parts)
+    state = agent_state(daemon)
+    lock = state.submit_locks.setdefault(session_id, trio.Lock())
+    try:
+        async with lock:
+            runtime = await daemon.sessions.runtime(session_id)
+            if runtime.busy:
+                raise _busy(session_id, runtime.turn)
+            if daemon.sessions.stopping:
+                raise SessionBusy("the daemon is shutting down", {"sessionId": session_id})
+            plan = await _plan(daemon, session)
+            turn_id, user_id, reply_id = new_id("turn"), new_id("msg"), new_id("msg")
+            await daemon.store.save_message(
+                Message(user_id, session_id, turn_id, "user", clean, now())
+            )
+            await daemon.store.save_turn(
+                Turn(turn_id, session_id, reply_id, "running", started=time.time())
+            )
+            start_seq = runtime.log.last_seq
+
+            async def body(runtime_: Any, turn: RunningTurn) -> None:
+                await AgentTurn(daemon, runtime_, turn, plan).run()
+
+            running = await daemon.sessions.start_turn(session_id, turn_id, reply_id, body)
+    finally:
+        if not lock.locked() and lock.statistics().tasks_waiting == 0:
+            state.submit_locks.pop(session_id, None)
+    return SubmittedTurn(turn_id, reply_id, user_id, start_seq, running, runtime.log)
+
+
+async def answer_permission(
+    daemon: Daemon, session_id: str, permission_id: str, response: str
+) -> None:
+    """Answer a pending request: once, always (remembered for the session) or reject.
+
+    Unknown, answered, or orphaned (its turn is gone) ids are NotFound. The answer is
+    stored before the turn is woken, so a 200 means it is durable.
+    """
+    if response not in RESPONSES:
+        raise InvalidRequest(
+            f"response must be one of {', '.join(RESPONSES)}, got {response!r}",
+            {"field": "response"},
+        )
+    session = await _load_session(daemon, session_id)
+    waiter = agent_state(daemon).claim(permission_id, session_id)
+    if waiter is None:
+        raise NotFound(
+            f"no pending permission request {permission_id} in this session",
+            {"permissionId": permission_id},
+        )
+    waiter.response = response  # claimed synchronously: a second answer gets the 404
+    try:
+        request = await daemon.store.get_permission(permission_id)
+        if request is not None:
+            await daemon.store.save_permission(attrs.evolve(request, status=response))
+        if response == "always":
+            fresh = await daemon.store.get_session(session_id) or session
+            remembered = {**fresh.permission, waiter.tool: "allow"}
+            await daemon.store.update_session(
+                attrs.evolve(fresh, permission=remembered, updated=now())
+            )
+    finally:
+        waiter.answered.set()
+
+
+async def abort_turn(daemon: Daemon, session_id: str) -> bool:
+    """Cancel the session's running turn; True if there was one. Returns once it ended."""
+    await _load_session(daemon, session_id)
+    return await daemon.sessions.abort(session_id)
+
+
+async def pending_permissions(daemon: Daemon, session_id: str) -> list[dict[str, Any]]:
+    """`GET /sessions/:id/permissions`: [{id, tool, args, created}], oldest first."""
+    await _load_session(daemon, session_id)
+    requests = await daemon.store.pending_permissions(session_id)
+    waiting = agent_state(daemon).waiters
+    return [
+        {"id": r.id, "tool": r.tool, "args": r.args, "created": r.created}
+        for r in requests
+        if r.id in waiting
+    ]
+
+
+async def list_messages(daemon: Daemon, session_id: str) -> list[dict[str, Any]]:
+    """`GET /sessions/:id/messages`: [{id, role, created, parts}] in order."""
+    await _load_session(daemon, session_id)
+    messages = await daemon.store.list_messages(session_id)
+    return [{"id": m.id, "role": m.role, "created": m.created, "parts": m.parts} for m in messages]

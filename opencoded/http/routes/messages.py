@@ -1,0 +1,199 @@
+"""Messages, abort and permissions: the HTTP face of the agent (opencoded.agent).
+
+`POST /sessions/:id/messages` starts a turn in the session's nursery and then only follows
+the session's event log from just before the turn's first event until its `complete`.
+The response never owns the turn: a client that disconnects stops following, not working.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+from cattrs.gen import make_dict_structure_fn, override
+from quart import Response, jsonify
+from quart_trio import QuartTrio
+
+from ... import agent
+from ...errors import InvalidRequest
+from ...wire import converter
+from ..app import get_daemon
+from ..params import json_body
+from .openapi import op, path_param
+
+NDJSON = "application/x-ndjson"
+
+
+@attrs.frozen
+class MessageCreate:
+    parts: list[Any]
+    async_: bool = False
+
+
+@attrs.frozen
+class PermissionAnswer:
+    response: str
+
+
+converter.register_structure_hook(
+    MessageCreate,
+    make_dict_structure_fn(
+        MessageCreate,
+        converter,
+        _cattrs_forbid_extra_keys=True,
+        async_=override(rename="async"),
+    ),
+)
+
+
+def _wire_names(exc: InvalidRequest) -> InvalidRequest:
+    """cattrs reports the Python name `async_`; clients sent `async`."""
+    text = json.dumps({"message": exc.message, "details": exc.details}).replace("async_", "async")
+    fixed = json.loads(text)
+    return InvalidRequest(fixed["message"], fixed["details"])
+
+
+def ndjson_line(event: Any) -> bytes:
+    return (
+        json.dumps(
+            {"type": event.type, "seq": event.seq, "data": event.data}, separators=(",", ":")
+        )
+        + "\n"
+    ).encode()
+
+
+async def follow_turn(submitted: agent.SubmittedTurn) -> AsyncIterator[bytes]:
+    """The turn's events as NDJSON lines, ending with its `complete`."""
+    async for event in submitted.log.follow(after=submitted.start_seq):
+        yield ndjson_line(event)
+        if event.type == "complete" and event.data.get("message_id") == submitted.message_id:
+            return
+
+
+async def post_message(session_id: str) -> Response | tuple[Response, int]:
+    daemon = get_daemon()
+    try:
+        body = await json_body(MessageCreate)
+    except InvalidRequest as exc:
+        raise _wire_names(exc) from None
+    submitted = await agent.submit_message(daemon, session_id, body.parts)
+    if body.async_:
+        payload = {
+            "message_id": submitted.message_id,
+            "turn_id": submitted.turn_id,
+            "user_message_id": submitted.user_message_id,
+            "seq": submitted.start_seq,
+        }
+        return jsonify(payload), 202
+    response = Response(follow_turn(submitted), status=200, content_type=NDJSON)
+    response.timeout = None  # a turn streams for as long as it runs
+    return response
+
+
+async def get_messages(session_id: str) -> Response:
+    return jsonify(await agent.list_messages(get_daemon(), session_id))
+
+
+async def post_abort(session_id: str) -> Response:
+    return jsonify({"aborted": await agent.abort_turn(get_daemon(), session_id)})
+
+
+async def get_permissions(session_id: str) -> Response:
+    return jsonify(await agent.pending_permissions(get_daemon(), session_id))
+
+
+async def post_permission(session_id: str, permission_id: str) -> Response:
+    body = await json_body(PermissionAnswer)
+    if body.response not in ("once", "always", "reject"):
+        raise InvalidRequest(
+            f"response must be once, always or reject, got {body.response!r}",
+            {"field": "response"},
+        )
+    await agent.answer_permission(get_daemon(), session_id, permission_id, body.response)
+    return jsonify({"id": permission_id, "response": body.response})
+
+
+def register(app: QuartTrio) -> None:
+    base = "/sessions/<session_id>"
+    app.add_url_rule(f"{base}/messages", view_func=post_message, methods=["POST"])
+    app.add_url_rule(f"{base}/messages", view_func=get_messages, methods=["GET"])
+    app.add_url_rule(f"{base}/abort", view_func=post_abort, methods=["POST"])
+    app.add_url_rule(f"{base}/permissions", view_func=get_permissions, methods=["GET"])
+    app.add_url_rule(
+        f"{base}/permissions/<permission_id>", view_func=post_permission, methods=["POST"]
+    )
+
+
+SID = [path_param("session_id")]
+
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "MessageCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["parts"],
+        "properties": {
+            "parts": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["type", "text"],
+                    "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+                },
+            },
+            "async": {
+                "type": "boolean",
+                "description": "answer 202 {message_id, turn_id, user_message_id, seq} at once",
+            },
+        },
+    },
+    "PermissionAnswer": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["response"],
+        "properties": {"response": {"enum": ["once", "always", "reject"]}},
+    },
+}
+
+OPENAPI_PATHS: dict[str, dict[str, Any]] = {
+    "/sessions/{session_id}/messages": {
+        "post": {
+            **op(
+                "Send a message: runs a turn and streams its events as NDJSON lines "
+                '{"type", "seq", "data"} until `complete` (202 with async: true)',
+                body="MessageCreate",
+                params=SID,
+                errors=(400, 404, 409, 413),
+                content=NDJSON,
+            ),
+        },
+        "get": op(
+            "The session's messages in order: [{id, role, created, parts}]",
+            params=SID,
+            errors=(404,),
+        ),
+    },
+    "/sessions/{session_id}/abort": {
+        "post": op("Cancel the running turn: {aborted: bool}", params=SID, errors=(404,)),
+    },
+    "/sessions/{session_id}/permissions": {
+        "get": op(
+            "Pending permission requests: [{id, tool, args, created}]", params=SID, errors=(404,)
+        ),
+    },
+    "/sessions/{session_id}/permissions/{permission_id}": {
+        "post": op(
+            "Answer a permission request (once, always, reject); 404 if unknown or answered",
+            body="PermissionAnswer",
+            params=[*SID, path_param("permission_id")],
+            errors=(400, 404),
+        ),
+    },
+}
+OPENAPI_PATHS["/sessions/{session_id}/messages"]["post"]["responses"]["202"] = {
+    "description": "accepted (async): {message_id, turn_id, user_message_id, seq}",
+    "content": {"application/json": {}},
+}
