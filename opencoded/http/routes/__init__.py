@@ -6,7 +6,16 @@ import importlib
 
 from quart_trio import QuartTrio
 
-MODULES = ["health", "sessions", "messages", "projects", "catalog", "maintenance", "streams", "openapi"]
+MODULES = [
+    "health",
+    "sessions",
+    "messages",
+    "projects",
+    "catalog",
+    "maintenance",
+    "streams",
+    "openapi",
+]
 
 
 def register_all(app: QuartTrio) -> None:
