@@ -606,3 +606,69 @@ async def test_validation_errors(daemon: RunningDaemon, project_dir: Path) -> No
     ):
         assert path in document["paths"]
     assert "MessageCreate" in document["components"]["schemas"]
+
+
+async def test_abort_while_waiting_for_permission(
+    nursery: trio.Nursery, fake: FakeLLM, project_dir: Path
+) -> None:
+    running = await agent_daemon(nursery, fake)
+    fake.push(Reply(tool_calls=[FakeToolCall("t1", "bash", {"command": "touch marker"})]))
+    async with running.unix() as client, running.unix() as other:
+        sid = await new_session(client, project_dir)
+        url = f"/sessions/{sid}/messages"
+        async with client.stream("POST", url, json=message_body("make a marker")) as r:
+            stream = TurnStream(r)
+            pid = (await stream.until("permission"))["data"]["id"]
+            assert (await other.post(f"/sessions/{sid}/abort")).json() == {"aborted": True}
+            events = await stream.rest()
+        assert events[-1]["data"]["status"] == "aborted"
+        assert (await other.get(f"/sessions/{sid}/permissions")).json() == []
+        late = await other.post(f"/sessions/{sid}/permissions/{pid}", json={"response": "once"})
+        assert late.status_code == 404
+    stored = await running.daemon.store.get_permission(pid)
+    assert stored is not None and stored.status == "expired"
+    assert not (project_dir / "marker").exists()
+    await running.shutdown()
+
+
+async def test_openai_tool_round_trip(
+    nursery: trio.Nursery, fake: FakeLLM, project_dir: Path
+) -> None:
+    running = await agent_daemon(nursery, fake, kind="openai")
+    fake.push(
+        Reply(tool_calls=[FakeToolCall("call_1", "read", {"path": "README.md"})]),
+        Reply(text=["A demo."]),
+    )
+    async with running.unix() as client:
+        sid = await new_session(client, project_dir)
+        events = await run_turn(client, sid, "what is it?")
+    assert [t for t in types(events) if t != "text-delta"] == [
+        "tool",
+        "tool-result",
+        "message",
+        "complete",
+    ]
+    sent = fake.requests[1].body["messages"]
+    tool_messages = [m for m in sent if m["role"] == "tool"]
+    assert tool_messages and tool_messages[0]["tool_call_id"] == "call_1"
+    assert "# demo" in tool_messages[0]["content"]
+    await running.shutdown()
+
+
+async def test_shutdown_aborts_a_running_turn(
+    nursery: trio.Nursery, fake: FakeLLM, project_dir: Path
+) -> None:
+    running = await agent_daemon(nursery, fake)
+    fake.push(Reply(text=["never", "ends"], hang=True))
+    async with running.unix() as client:
+        sid = await new_session(client, project_dir)
+        url = f"/sessions/{sid}/messages"
+        async with client.stream("POST", url, json=message_body("hang")) as r:
+            stream = TurnStream(r)
+            await stream.until("text-delta")
+            running.stop.set()
+            events = await stream.rest()
+    assert events[-1]["type"] == "complete"
+    assert events[-1]["data"]["status"] == "aborted"
+    with trio.fail_after(10):
+        await running.finished.wait()
