@@ -13,6 +13,7 @@ failure can lose the last transactions (no fsync per token, by design).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import sqlite3
@@ -132,7 +133,9 @@ class SQLiteStore:
                 if stop:
                     return
         finally:
-            conn.execute("PRAGMA optimize")
+            # A damaged file must not turn a clean stop into a thread crash.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA optimize")
             conn.close()
 
     @staticmethod
