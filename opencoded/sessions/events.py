@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -23,6 +23,8 @@ from ..records import Event
 from ..storage import Store
 
 WATCHER_BUFFER = 256
+# How long a closing log's followers wait for events still being written.
+CLOSE_DRAIN = 2.0
 
 
 class _Watcher:
@@ -40,6 +42,7 @@ class EventLog:
         self.committed_seq = last_seq  # the last seq stored and published
         self._watchers: set[_Watcher] = set()
         self._committed = trio.Event()
+        self._closed = False
 
     def append(self, type: str, data: dict[str, Any]) -> Event:
         """Give the event the next seq and queue it; watchers see it once it is stored."""
@@ -78,41 +81,104 @@ class EventLog:
     def watcher_count(self) -> int:
         return len(self._watchers)
 
-    async def follow(self, after: int = 0, *, until_seq: float = math.inf) -> AsyncIterator[Event]:
+    @property
+    def buffered(self) -> int:
+        """Events held in memory for live watchers now (at most WATCHER_BUFFER each)."""
+        return sum(w.send.statistics().current_buffer_used for w in self._watchers)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """The session is gone (deleted, or the daemon is stopping): end every follower.
+
+        Followers first receive every event appended before the close (waiting a bounded
+        time for the ones still being written), so a turn's final `complete` is not lost.
+        """
+        self._closed = True
+        for watcher in list(self._watchers):
+            self._unsubscribe(watcher)
+
+    def follow(self, after: int = 0, *, until_seq: float = math.inf) -> AsyncIterator[Event]:
         """Every event with seq > after, replayed from storage then live, no gap, no duplicate.
 
-        Subscribing and reading `committed_seq` happen in one synchronous step, so every
-        event is either in the replayed range or delivered on the channel, never both.
+        Ends at `until_seq` or when the log is closed.
         """
+        return cast(AsyncIterator[Event], self._follow(after, until_seq, None))
+
+    def follow_with_heartbeats(
+        self, after: int, interval: float, *, until_seq: float = math.inf
+    ) -> AsyncIterator[Event | None]:
+        """As `follow`, but yields None after each `interval` seconds without an event.
+
+        A stream view needs to wake up on idle to send a heartbeat; doing it here keeps
+        the wait a cancellable channel receive (no item is lost to the timeout), whereas
+        timing out a whole `follow()` step from outside would kill the generator.
+        """
+        return self._follow(after, until_seq, interval)
+
+    async def _follow(
+        self, after: int, until_seq: float, idle: float | None
+    ) -> AsyncIterator[Event | None]:
+        # Subscribing and reading `committed_seq` happen in one synchronous step, so every
+        # event is either in the replayed range or delivered on the channel, never both.
         cursor = after
         while cursor < until_seq:
-            watcher, live_from = self._subscribe()
-            try:
-                while cursor < live_from:
-                    batch = await self._store.read_events(self.session_id, cursor)
-                    batch = [e for e in batch if e.seq <= live_from]
-                    if not batch:
-                        break
+            if self._closed:
+                with trio.move_on_after(CLOSE_DRAIN):
+                    await self.wait_committed(self.last_seq)
+                upto = min(self.committed_seq, until_seq)
+                while batch := await self._stored(cursor, upto):
                     for event in batch:
                         cursor = event.seq
                         yield event
-                async for event in watcher.receive:
+                return
+            watcher, live_from = self._subscribe()
+            try:
+                upto = min(live_from, until_seq)
+                while batch := await self._stored(cursor, upto):
+                    for event in batch:
+                        cursor = event.seq
+                        yield event
+                while cursor < until_seq:
+                    with trio.move_on_after(math.inf if idle is None else idle) as idle_scope:
+                        try:
+                            event = await watcher.receive.receive()
+                        except trio.EndOfChannel:
+                            break  # dropped (too far behind) or closed: go round again
+                    if idle_scope.cancelled_caught:
+                        yield None
+                        continue
                     if event.seq <= cursor:
                         continue
                     cursor = event.seq
                     yield event
-                    if cursor >= until_seq:
-                        return
             finally:
                 self._unsubscribe(watcher)
 
+    async def _stored(self, after: int, upto: float) -> list[Event]:
+        """The next batch of stored events with after < seq <= upto (empty: none left)."""
+        if after >= upto:
+            return []
+        return [e for e in await self._store.read_events(self.session_id, after) if e.seq <= upto]
+
 
 class Broadcaster:
-    """Fan-out of non-durable notices (the daemon-wide feed), dropping slow listeners."""
+    """Fan-out of non-durable notices (the daemon-wide feed), dropping slow listeners.
+
+    A dropped listener's `listen()` ends (after what it had buffered): the notices are
+    not stored, so the client cannot resume and must re-read the state it mirrors.
+    """
 
     def __init__(self, buffer: int = 256) -> None:
         self._buffer = buffer
         self._listeners: set[trio.MemorySendChannel[dict[str, Any]]] = set()
+        self._closed = False
+
+    @property
+    def listener_count(self) -> int:
+        return len(self._listeners)
 
     def publish(self, notice: dict[str, Any]) -> None:
         for send in list(self._listeners):
@@ -122,12 +188,45 @@ class Broadcaster:
                 self._listeners.discard(send)
                 send.close()
 
-    async def listen(self) -> AsyncIterator[dict[str, Any]]:
+    def close(self) -> None:
+        """End every listener (after what it has buffered) and refuse new ones."""
+        self._closed = True
+        for send in list(self._listeners):
+            self._listeners.discard(send)
+            send.close()
+
+    def listen(self) -> AsyncIterator[dict[str, Any]]:
+        """Every notice published from now on (the listener is registered at once)."""
+        return cast(AsyncIterator[dict[str, Any]], self._listen(None))
+
+    def listen_with_heartbeats(self, interval: float) -> AsyncIterator[dict[str, Any] | None]:
+        """As `listen`, but yields None after each `interval` seconds without a notice."""
+        return self._listen(interval)
+
+    def _listen(self, idle: float | None) -> AsyncIterator[dict[str, Any] | None]:
+        # Registered now, not at the first iteration: a view that returns its response
+        # headers before reading the first notice must not miss what happens meanwhile.
         send, receive = trio.open_memory_channel[dict[str, Any]](self._buffer)
-        self._listeners.add(send)
+        if self._closed:
+            send.close()
+        else:
+            self._listeners.add(send)
+        return self._receive(send, receive, idle)
+
+    async def _receive(
+        self,
+        send: trio.MemorySendChannel[dict[str, Any]],
+        receive: trio.MemoryReceiveChannel[dict[str, Any]],
+        idle: float | None,
+    ) -> AsyncIterator[dict[str, Any] | None]:
         try:
-            async for notice in receive:
-                yield notice
+            while True:
+                with trio.move_on_after(math.inf if idle is None else idle) as idle_scope:
+                    try:
+                        notice = await receive.receive()
+                    except trio.EndOfChannel:
+                        return
+                yield None if idle_scope.cancelled_caught else notice
         finally:
             self._listeners.discard(send)
             send.close()
