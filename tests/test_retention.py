@@ -1,0 +1,149 @@
+"""Retention: old sessions go (with messages and events), busy ones stay, the file shrinks."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import attrs
+import trio
+
+from opencoded.config import Config
+from opencoded.records import Event, Message, Session, new_id, now
+from opencoded.retention import DAY
+from opencoded.storage import SQLiteStore
+
+from .conftest import RunningDaemon, start_daemon
+
+PAYLOAD = "x" * 4000
+
+
+async def make_session(store: SQLiteStore, directory: Path, *, events: int, age_days: float) -> str:
+    """A session with a big event log and a message, last updated `age_days` ago."""
+    sid = new_id("ses")
+    updated = now() - int(age_days * DAY)
+    await store.create_session(
+        Session(sid, updated, updated, None, None, None, str(directory), "t")
+    )
+    for seq in range(1, events + 1):
+        event = Event(sid, seq, "text-delta", {"message_id": "m", "text": PAYLOAD}, time.time())
+        store.append_event(event, lambda e: None)
+    await store.save_message(
+        Message(new_id("msg"), sid, "turn", "user", [{"type": "text", "text": "hi"}], updated)
+    )
+    return sid
+
+
+async def age(store: SQLiteStore, sid: str, days: float) -> None:
+    session = await store.get_session(sid)
+    assert session is not None
+    await store.update_session(attrs.evolve(session, updated=now() - int(days * DAY)))
+
+
+def db_size(running: RunningDaemon) -> int:
+    return os.path.getsize(running.data_dir / "opencode.db")
+
+
+async def test_prune_removes_exactly_the_old_sessions_and_the_file_shrinks(
+    nursery: trio.Nursery, tmpdir_short: Path
+) -> None:
+    running = await start_daemon(nursery, tmpdir_short)
+    store = running.daemon.store
+    old = [await make_session(store, tmpdir_short, events=150, age_days=40) for _ in range(8)]
+    kept = [await make_session(store, tmpdir_short, events=150, age_days=0) for _ in range(4)]
+    kept.append(await make_session(store, tmpdir_short, events=150, age_days=29.5))  # just inside
+    await store.flush()
+    await store.vacuum()  # everything in the main file: a fair "before"
+    before = db_size(running)
+    assert before > 5_000_000
+
+    async with running.unix() as client:
+        response = await client.post("/sessions/prune", json={"older_than_days": 30})
+        assert response.status_code == 200
+        assert sorted(response.json()["deleted"]) == sorted(old)
+        for sid in old:
+            assert (await client.get(f"/sessions/{sid}")).status_code == 404
+        for sid in kept:
+            assert (await client.get(f"/sessions/{sid}")).status_code == 200
+
+    for sid in old:
+        assert await store.read_events(sid, 0) == []
+        assert await store.list_messages(sid) == []
+    for sid in kept:
+        assert len(await store.read_events(sid, 0, limit=1000)) == 150
+        assert len(await store.list_messages(sid)) == 1
+    after = db_size(running)
+    # 8 of 13 equal sessions went: the file must lose most of their share, not keep it free.
+    assert after < before * 0.55, (before, after)
+    await running.shutdown()
+
+
+async def test_a_busy_session_is_never_pruned(nursery: trio.Nursery, tmpdir_short: Path) -> None:
+    running = await start_daemon(nursery, tmpdir_short)
+    store, sessions = running.daemon.store, running.daemon.sessions
+    sid = await make_session(store, tmpdir_short, events=1, age_days=90)
+    release = trio.Event()
+
+    async def body(runtime: object, turn: object) -> None:
+        await release.wait()
+
+    turn = await sessions.start_turn(sid, "turn_x", "msg_x", body)
+    async with running.unix() as client:
+        response = await client.post("/sessions/prune", json={"older_than_days": 1})
+        assert response.json() == {"deleted": []}
+        release.set()
+        await turn.done.wait()
+        response = await client.post("/sessions/prune", json={"older_than_days": 1})
+        assert response.json() == {"deleted": [sid]}
+    await running.shutdown()
+
+
+async def test_prune_route_next_to_the_session_routes(
+    nursery: trio.Nursery, tmpdir_short: Path
+) -> None:
+    running = await start_daemon(nursery, tmpdir_short)
+    async with running.unix() as client:
+        # /sessions/<session_id> is GET/DELETE: "prune" there is just an unknown session.
+        for method in ("GET", "DELETE"):
+            response = await client.request(method, "/sessions/prune")
+            assert response.status_code == 404
+            assert response.json()["error"]["code"] == "SESSION_NOT_FOUND"
+        for body in ({}, {"older_than_days": "30d"}, {"older_than_days": -1}, {"days": 3}):
+            response = await client.post("/sessions/prune", json=body)
+            assert response.status_code == 400, body
+            assert response.json()["error"]["code"] == "INVALID_REQUEST"
+        assert (await client.post("/sessions/prune", json={"older_than_days": 0.5})).json() == {
+            "deleted": []
+        }
+    async with running.tcp(token=False) as client:
+        response = await client.post("/sessions/prune", json={"older_than_days": 30})
+        assert response.status_code == 401
+    async with running.tcp() as client:
+        response = await client.post("/sessions/prune", json={"older_than_days": 30})
+        assert response.json() == {"deleted": []}
+    await running.shutdown()
+
+
+async def test_the_background_task_prunes_on_its_own(
+    nursery: trio.Nursery, tmpdir_short: Path
+) -> None:
+    (tmpdir_short / "data").mkdir(mode=0o700)
+    async with SQLiteStore(tmpdir_short / "data" / "opencode.db") as store:
+        old = await make_session(store, tmpdir_short, events=20, age_days=10)
+        fresh = await make_session(store, tmpdir_short, events=20, age_days=1)
+        await store.flush()
+    config = {"retention": {"days": 7, "intervalHours": 24}}
+    running = await start_daemon(nursery, tmpdir_short, config)
+    store = running.daemon.store
+    with trio.fail_after(5):
+        while await store.get_session(old) is not None:
+            await trio.sleep(0.02)
+    assert await store.read_events(old, 0) == []
+    assert await store.get_session(fresh) is not None
+    assert len(await store.read_events(fresh, 0)) == 20
+    await running.shutdown()
+
+
+def test_retention_is_off_by_default() -> None:
+    assert Config().retention.days is None
