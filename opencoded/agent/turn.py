@@ -115,7 +115,8 @@ class AgentTurn:
         root = Path(plan.session.directory).resolve()
         self.tool_ctx = ToolContext(root=root, bash_timeout=daemon.config.agent.bash_timeout)
         self.tools = tuple(ToolSpec(n, d, s) for n, d, s in tool_specs())
-        kind = daemon.providers.specs[plan.provider_id].kind
+        spec = daemon.providers.specs.get(plan.provider_id)
+        kind = spec.kind if spec is not None else "openai-compatible"
         self.price_provider = kind if kind != "openai-compatible" else None
 
     # ---- the task body -----------------------------------------------------------------
