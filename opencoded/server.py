@@ -61,7 +61,8 @@ def claim_socket_path(path: Path) -> int:
 
     hypercorn deletes whatever socket is at the path, even a live one, so this check
     must come first; the flock on a lock file next to it closes the race between two
-    daemons starting at once. Returns the lock fd (held for the daemon's lifetime).
+    daemons starting at once. Returns the lock fd (held for the daemon's lifetime), whose
+    file holds our pid.
     """
     if len(os.fsencode(path)) > AF_UNIX_PATH_MAX:
         raise StartupError(f"socket path too long for AF_UNIX ({AF_UNIX_PATH_MAX} bytes): {path}")
@@ -81,6 +82,10 @@ def claim_socket_path(path: Path) -> int:
             os.close(lock_fd)
             raise StartupError(f"another opencoded is already running on {path}")
         path.unlink()
+    # The lock file doubles as the pid file (`opencode daemon stop` without systemd);
+    # the flock tells a live pid from a stale one.
+    os.ftruncate(lock_fd, 0)
+    os.write(lock_fd, f"{os.getpid()}\n".encode())
     return lock_fd
 
 

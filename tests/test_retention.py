@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import attrs
+import pytest
 import trio
 
 from opencoded.config import Config
@@ -147,3 +151,46 @@ async def test_the_background_task_prunes_on_its_own(
 
 def test_retention_is_off_by_default() -> None:
     assert Config().retention.days is None
+
+
+async def test_cli_sessions_prune(nursery: trio.Nursery, tmpdir_short: Path) -> None:
+    (tmpdir_short / "data").mkdir(mode=0o700)
+    async with SQLiteStore(tmpdir_short / "data" / "opencode.db") as store:
+        old = await make_session(store, tmpdir_short, events=3, age_days=45)
+        recent = await make_session(store, tmpdir_short, events=3, age_days=3)
+        await store.flush()
+    running = await start_daemon(nursery, tmpdir_short)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCODE_")}
+    env.update(OPENCODE_URL=f"unix://{running.socket}", NO_COLOR="1")
+    opencode = str(Path(sys.executable).parent / "opencode")
+
+    async def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return await trio.run_process(
+            [opencode, "sessions", "prune", *args], env=env, capture_stdout=True,
+            capture_stderr=True, check=False,
+        )  # fmt: skip
+
+    bad = await cli("--older-than", "a month")
+    assert bad.returncode == 2 and b"not an age" in bad.stderr
+    done = await cli("--older-than", "30d")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().split() == [old]
+    assert done.stderr.decode().strip() == "removed 1 session(s)"
+    done = await cli("--older-than", "2w", "--json")
+    assert json.loads(done.stdout) == []
+    done = await cli("--older-than", "48h", "--json")
+    assert json.loads(done.stdout) == [recent]
+    await running.shutdown()
+
+
+def test_parse_age() -> None:
+    from opencode_cli.cli.daemon import parse_age
+
+    assert parse_age("30d") == 30
+    assert parse_age("30") == 30
+    assert parse_age("2w") == 14
+    assert parse_age("12h") == 0.5
+    assert parse_age("90m") == 90 / 1440
+    for bad in ("", "-3d", "3y", "d", "1.d"):
+        with pytest.raises(ValueError):
+            parse_age(bad)

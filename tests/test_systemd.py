@@ -354,3 +354,83 @@ def test_units_say_what_the_daemon_does() -> None:
     assert re.search(r"(?m)^WatchdogSec=\d+", service)
     assert "\nListenStream=%t/opencode/opencoded.sock\n" in socket_unit
     assert "\nSocketMode=0600\n" in socket_unit
+
+
+# ---- opencode daemon ---------------------------------------------------------------------
+
+OPENCODE = str(Path(sys.executable).parent / "opencode")
+
+
+def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """An environment that points the CLI (and a daemon it starts) into `tmp` only."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENCODE_", "XDG_", "LISTEN_", "NOTIFY_", "WATCHDOG_"))
+    }
+    (tmp / "opencode.json").write_text('{"server": {"port": 0}}')
+    env.update(
+        XDG_CONFIG_HOME=str(tmp / "config"),
+        OPENCODE_SOCKET=str(tmp / "d.sock"),
+        OPENCODE_DATA_DIR=str(tmp / "data"),
+        OPENCODE_CONFIG=str(tmp / "opencode.json"),
+        NO_COLOR="1",
+    )
+    env.update(extra)
+    return env
+
+
+def opencode(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [OPENCODE, *args], capture_output=True, text=True, env=env, timeout=30, check=False
+    )
+
+
+def test_daemon_install_writes_units_that_verify(tmpdir_short: Path) -> None:
+    env = cli_env(tmpdir_short, PATH=f"/opt/tool chain/bin:{os.environ['PATH']}")
+    done = opencode(env, "daemon", "install", "--no-start")
+    assert done.returncode == 0, done.stderr
+    target = tmpdir_short / "config" / "systemd" / "user"
+    service = (target / "opencoded.service").read_text()
+    assert f'\nExecStart="{installed_opencoded()}"\n' in service
+    assert f'\nEnvironment="PATH=/opt/tool chain/bin:{os.environ["PATH"]}"\n' in service
+    assert (target / "opencoded.socket").read_text() == (UNITS / "opencoded.socket").read_text()
+    if shutil.which("systemd-analyze"):
+        result = analyze_verify(target / "opencoded.service", target / "opencoded.socket")
+        assert (result.returncode, result.stdout + result.stderr) == (0, "")
+    done = opencode(env, "daemon", "uninstall")
+    assert done.returncode == 0, done.stderr
+    assert not (target / "opencoded.service").exists()
+    assert not (target / "opencoded.socket").exists()
+
+
+def test_rendered_service_escapes_what_systemd_would_expand() -> None:
+    from opencode_cli.cli.daemon import render_service
+
+    template = (UNITS / "opencoded.service").read_text()
+    rendered = render_service(template, "/home/a b/100%/$HOME/opencoded", "/x/%h:/y")
+    assert '\nExecStart="/home/a b/100%%/$$HOME/opencoded"\n' in rendered
+    assert '\nEnvironment="PATH=/x/%%h:/y"\n' in rendered
+    assert rendered.count("ExecStart=") == 1
+
+
+def test_daemon_start_status_stop_without_systemd(tmpdir_short: Path) -> None:
+    env = cli_env(tmpdir_short)
+    assert opencode(env, "daemon", "status").returncode == 3
+    started = opencode(env, "daemon", "start")
+    assert started.returncode == 0, started.stderr
+    status = opencode(env, "daemon", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    import json
+
+    info = json.loads(status.stdout)
+    assert info["running"] is True and info["systemd"] is False
+    pid = info["pid"]
+    assert isinstance(pid, int) and Path(f"/proc/{pid}").exists()
+    assert opencode(env, "daemon", "start").stdout.strip() == "opencoded is already running"
+    stopped = opencode(env, "daemon", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.strip() == f"stopped opencoded (pid {pid})"
+    assert not (tmpdir_short / "d.sock").exists()  # a clean stop removes its socket
+    assert opencode(env, "daemon", "status").returncode == 3
+    assert opencode(env, "daemon", "stop").stdout.strip() == "opencoded is not running"

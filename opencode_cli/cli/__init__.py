@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from . import info, projects, send, serve, sessions, tui
+from . import daemon, info, projects, send, serve, sessions, tui
 
 app = typer.Typer(
     name="opencode",
@@ -35,7 +35,7 @@ _COMMAND_MODULES = (
     sessions,
     projects,
     tui,
-    # daemon,  (issue 6: `opencode daemon install/start/stop`)
+    daemon,
 )
 
 for _module in _COMMAND_MODULES:
