@@ -142,13 +142,12 @@ class EventLog:
                         cursor = event.seq
                         yield event
                 while cursor < until_seq:
-                    with trio.move_on_after(math.inf if idle is None else idle) as idle_scope:
-                        try:
-                            event = await watcher.receive.receive()
-                        except trio.EndOfChannel:
-                            break  # dropped (too far behind) or closed: go round again
-                    if idle_scope.cancelled_caught:
-                        yield None
+                    try:
+                        event = await _receive(watcher.receive, idle)
+                    except trio.EndOfChannel:
+                        break  # dropped (too far behind) or closed: go round again
+                    if event is None:
+                        yield None  # idle for `idle` seconds
                         continue
                     if event.seq <= cursor:
                         continue
@@ -162,6 +161,15 @@ class EventLog:
         if after >= upto:
             return []
         return [e for e in await self._store.read_events(self.session_id, after) if e.seq <= upto]
+
+
+async def _receive(channel: trio.MemoryReceiveChannel[Event], idle: float | None) -> Event | None:
+    """The next event; None after `idle` quiet seconds (a cancelled receive loses nothing)."""
+    if idle is None:
+        return await channel.receive()
+    with trio.move_on_after(idle):
+        return await channel.receive()
+    return None
 
 
 class Broadcaster:
