@@ -91,6 +91,7 @@ def complete_data(turn: Turn) -> dict[str, object]:
     ended = turn.ended if turn.ended is not None else time.time()
     return {
         "message_id": turn.message_id,
+        "turn_id": turn.id,
         "status": turn.status,
         "tokens": turn.input_tokens + turn.output_tokens,
         "input_tokens": turn.input_tokens,

@@ -6,9 +6,12 @@ SIGKILL is exactly what was committed), then a real daemon is started on it.
 
 from __future__ import annotations
 
+import json
+import signal
 import time
 from pathlib import Path
 
+import httpx
 import trio
 
 from opencoded.records import Event, Message, PermissionRequest, Session, Turn, new_id, now
@@ -16,6 +19,13 @@ from opencoded.recovery import INTERRUPTED_MESSAGE
 from opencoded.storage import SQLiteStore
 
 from .conftest import start_daemon
+from .daemon_process import DaemonProcess
+from .fakes.llm import FakeLLM, FakeToolCall, Reply, open_fake_llm
+
+
+def unix(path: Path) -> httpx.AsyncClient:
+    transport = httpx.AsyncHTTPTransport(uds=str(path))
+    return httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=10)
 
 
 async def append(store: SQLiteStore, session_id: str, seq: int, type_: str, data: dict) -> None:
@@ -195,3 +205,180 @@ async def test_health_fails_on_a_corrupt_database_file(
         assert response.status_code == 503, response.text
         assert "error" in response.json()["database"]
     await running.shutdown()
+
+
+# ---- a real daemon process killed (or stopped) in the middle of a turn ----------------------
+
+
+def agent_config(tmp: Path, fake: FakeLLM) -> Path:
+    config = {
+        "model": "anthropic/claude-sonnet-4-5",
+        "provider": {"anthropic": {"options": {"apiKey": "sk-ant-test", "baseURL": fake.url}}},
+        "permission": {"bash": "allow"},
+    }
+    path = tmp / "agent.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def slow_turn_with_sleep(fake: FakeLLM, pid_file: Path) -> None:
+    """A slowly streamed answer, then `bash` running a command that would take 10 minutes."""
+    command = f"sleep 600 & echo $! > {pid_file}; wait"
+    fake.push(
+        Reply(
+            text=["Let ", "me ", "run ", "it."],
+            tool_calls=[FakeToolCall("t1", "bash", {"command": command})],
+            delay=0.05,
+        ),
+        Reply(text=["never reached"]),
+    )
+
+
+async def start_turn(client: httpx.AsyncClient, sid: str, pid_file: Path) -> list[dict]:
+    """Send the message and read the NDJSON stream until the command is running."""
+    seen: list[dict] = []
+    body = {"parts": [{"type": "text", "text": "run the long job"}], "async": True}
+    accepted = await client.post(f"/sessions/{sid}/messages", json=body)
+    assert accepted.status_code == 202, accepted.text
+    async with client.stream("GET", f"/sessions/{sid}/events") as stream:
+        with trio.fail_after(15):
+            async for event in sse_events(stream):
+                seen.append(event)
+                if event["type"] == "tool-call":
+                    break  # nothing more comes until the command ends
+                if event["type"] == "complete":
+                    raise AssertionError(f"the turn ended early: {seen}")
+        with trio.fail_after(10):  # polling another process's file
+            while not (pid_file.exists() and pid_file.read_text().strip()):
+                await trio.sleep(0.02)
+    return seen
+
+
+async def sse_events(response: httpx.Response):
+    """Parse `id:/event:/data:` blocks of a Server-Sent Events response."""
+    event: dict = {}
+    async for line in response.aiter_lines():
+        if line.startswith("id:"):
+            event["seq"] = int(line[3:].strip())
+        elif line.startswith("event:"):
+            event["type"] = line[6:].strip()
+        elif line.startswith("data:"):
+            event["data"] = json.loads(line[5:].strip())
+        elif not line and "type" in event:
+            yield event
+            event = {}
+
+
+async def replay_until_complete(client: httpx.AsyncClient, sid: str, after: int = 0) -> list[dict]:
+    events = []
+    async with client.stream("GET", f"/sessions/{sid}/events?after={after}") as stream:
+        with trio.fail_after(10):
+            async for event in sse_events(stream):
+                events.append(event)
+                if event["type"] == "complete":
+                    break
+    return events
+
+
+def gone(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status  # a zombie waiting to be reaped runs no more
+
+
+async def wait_gone(pid: int, timeout: float = 5) -> None:
+    with trio.fail_after(timeout):
+        while not gone(pid):
+            await trio.sleep(0.02)
+
+
+async def test_sigkill_mid_turn_then_restart(nursery: trio.Nursery, tmpdir_short: Path) -> None:
+    async with open_fake_llm() as fake:
+        config = agent_config(tmpdir_short, fake)
+        pid_file = tmpdir_short / "sleep.pid"
+        first = DaemonProcess(tmpdir_short, "--config", str(config))
+        await first.start(nursery)
+        async with unix(first.socket) as client:
+            created = await client.post("/sessions", json={"directory": str(tmpdir_short)})
+            sid = created.json()["id"]
+            slow_turn_with_sleep(fake, pid_file)
+            seen = await start_turn(client, sid, pid_file)
+        sleep_pid = int(pid_file.read_text())
+        assert not gone(sleep_pid)
+        assert first.proc is not None
+        first.proc.kill()  # SIGKILL: no clean-up of any kind
+        await first.wait()
+        # The command does not outlive the daemon (parent-death signal on its group).
+        await wait_gone(sleep_pid)
+
+        second = DaemonProcess(tmpdir_short, "--config", str(config))
+        await second.start(nursery)
+        async with unix(second.socket) as client:
+            session = (await client.get(f"/sessions/{sid}")).json()
+            assert session["status"] == "idle"
+            events = await replay_until_complete(client, sid)
+            # What the client saw before the kill is stored, seq for seq, and intact.
+            assert events[: len(seen)] == seen
+            assert [e["type"] for e in events[-2:]] == ["error", "complete"]
+            assert events[-2]["data"]["code"] == "INTERRUPTED"
+            assert events[-1]["data"]["status"] == "interrupted"
+            assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+            # The session takes new messages, and the model sees a consistent history.
+            fake.push(Reply(text=["back again"]))
+            body = {"parts": [{"type": "text", "text": "are you there?"}]}
+            async with client.stream("POST", f"/sessions/{sid}/messages", json=body) as r:
+                assert r.status_code == 200
+                lines = [json.loads(line) async for line in r.aiter_lines() if line]
+            assert lines[-1]["type"] == "complete"
+            assert lines[-1]["data"]["status"] == "completed", lines
+            assert lines[0]["seq"] == events[-1]["seq"] + 1
+        assert second.proc is not None
+        second.proc.terminate()
+        assert await second.wait() == 0
+
+
+async def test_sigterm_mid_turn_stops_within_5_s(nursery: trio.Nursery, tmpdir_short: Path) -> None:
+    async with open_fake_llm() as fake:
+        config = agent_config(tmpdir_short, fake)
+        pid_file = tmpdir_short / "sleep.pid"
+        daemon = DaemonProcess(tmpdir_short, "--config", str(config))
+        await daemon.start(nursery)
+        async with unix(daemon.socket) as client, unix(daemon.socket) as watcher:
+            sid = (await client.post("/sessions", json={"directory": str(tmpdir_short)})).json()[
+                "id"
+            ]
+            slow_turn_with_sleep(fake, pid_file)
+            seen = await start_turn(client, sid, pid_file)
+            sleep_pid = int(pid_file.read_text())
+            async with watcher.stream(
+                "GET", f"/sessions/{sid}/events?after={seen[-1]['seq']}"
+            ) as stream:
+                assert daemon.proc is not None
+                started = time.monotonic()
+                daemon.proc.send_signal(signal.SIGTERM)
+                tail = []
+                with trio.fail_after(5):
+                    async for event in sse_events(stream):  # the watcher gets the end
+                        tail.append(event)
+                        if event["type"] == "complete":
+                            break
+                code = await daemon.wait(5)
+                elapsed = time.monotonic() - started
+        assert code == 0
+        assert elapsed < 5, elapsed
+        assert tail[-1]["data"]["status"] == "aborted"
+        assert gone(sleep_pid)
+        assert not daemon.socket.exists()
+        # Recorded as aborted, so the next start has nothing to recover.
+        again = DaemonProcess(tmpdir_short, "--config", str(config))
+        await again.start(nursery)
+        async with unix(again.socket) as client:
+            events = await replay_until_complete(client, sid)
+            assert events[-1]["data"]["status"] == "aborted"
+            assert "INTERRUPTED" not in json.dumps(events)
+        assert "marked interrupted" not in again.stderr.decode()
+        assert again.proc is not None
+        again.proc.terminate()
+        assert await again.wait() == 0
