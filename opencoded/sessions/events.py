@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any, cast
 
 import trio
@@ -105,7 +106,7 @@ class EventLog:
 
         Ends at `until_seq` or when the log is closed.
         """
-        return cast(AsyncIterator[Event], self._follow(after, until_seq, None))
+        return cast(AsyncIterator[Event], self._flatten(self._follow(after, until_seq, None)))
 
     def follow_with_heartbeats(
         self, after: int, interval: float, *, until_seq: float = math.inf
@@ -116,11 +117,34 @@ class EventLog:
         the wait a cancellable channel receive (no item is lost to the timeout), whereas
         timing out a whole `follow()` step from outside would kill the generator.
         """
-        return self._follow(after, until_seq, interval)
+        return self._flatten(self._follow(after, until_seq, interval))
+
+    def follow_batches(
+        self, after: int, *, heartbeat: float | None = None, until_seq: float = math.inf
+    ) -> AsyncIterator[list[Event] | None]:
+        """As `follow`, in lists of whatever is ready at once (None: a heartbeat is due).
+
+        A view that can write several events in one go (SSE) pays its per-write cost
+        once per batch instead of once per event, which is what keeps a watcher that
+        is behind (replaying, or live under a burst of deltas) from staying behind.
+        """
+        return self._follow(after, until_seq, heartbeat)
+
+    @staticmethod
+    async def _flatten(
+        batches: AsyncIterator[list[Event] | None],
+    ) -> AsyncIterator[Event | None]:
+        async with aclosing(batches):  # type: ignore[type-var]
+            async for batch in batches:
+                if batch is None:
+                    yield None
+                else:
+                    for event in batch:
+                        yield event
 
     async def _follow(
         self, after: int, until_seq: float, idle: float | None
-    ) -> AsyncIterator[Event | None]:
+    ) -> AsyncIterator[list[Event] | None]:
         # Subscribing and reading `committed_seq` happen in one synchronous step, so every
         # event is either in the replayed range or delivered on the channel, never both.
         cursor = after
@@ -130,29 +154,28 @@ class EventLog:
                     await self.wait_committed(self.last_seq)
                 upto = min(self.committed_seq, until_seq)
                 while batch := await self._stored(cursor, upto):
-                    for event in batch:
-                        cursor = event.seq
-                        yield event
+                    cursor = batch[-1].seq
+                    yield batch
                 return
             watcher, live_from = self._subscribe()
             try:
                 upto = min(live_from, until_seq)
                 while batch := await self._stored(cursor, upto):
-                    for event in batch:
-                        cursor = event.seq
-                        yield event
+                    cursor = batch[-1].seq
+                    yield batch
                 while cursor < until_seq:
                     try:
-                        event = await _receive(watcher.receive, idle)
+                        first = await _receive(watcher.receive, idle)
                     except trio.EndOfChannel:
                         break  # dropped (too far behind) or closed: go round again
-                    if event is None:
+                    if first is None:
                         yield None  # idle for `idle` seconds
                         continue
-                    if event.seq <= cursor:
-                        continue
-                    cursor = event.seq
-                    yield event
+                    ready = _drain(watcher.receive, first)
+                    batch = [e for e in ready if cursor < e.seq <= until_seq]
+                    if batch:
+                        cursor = batch[-1].seq
+                        yield batch
             finally:
                 self._unsubscribe(watcher)
 
@@ -161,6 +184,16 @@ class EventLog:
         if after >= upto:
             return []
         return [e for e in await self._store.read_events(self.session_id, after) if e.seq <= upto]
+
+
+def _drain(channel: trio.MemoryReceiveChannel[Event], first: Event) -> list[Event]:
+    """`first` and everything already buffered behind it (never waits)."""
+    events = [first]
+    while True:
+        try:
+            events.append(channel.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return events
 
 
 async def _receive(channel: trio.MemoryReceiveChannel[Event], idle: float | None) -> Event | None:

@@ -289,10 +289,10 @@ async def session_events(session_id: str) -> Response:
     heartbeat = SSE_HEARTBEAT
 
     async def body():
-        async with aclosing(log.follow_with_heartbeats(start, heartbeat)) as events:
-            async for event in events:
-                if event is not None:
-                    yield sse_message(event)
+        async with aclosing(log.follow_batches(start, heartbeat=heartbeat)) as batches:
+            async for batch in batches:
+                if batch is not None:
+                    yield b"".join(sse_message(event) for event in batch)
                 elif daemon.stopping.is_set():
                     return
                 else:

@@ -1,0 +1,374 @@
+"""Fan-out: N watchers on one session, M `text-delta` events, stored-to-last-watcher latency.
+
+    python -m bench.bench_fanout [--watchers 100] [--events 10000] [--rate 0]
+
+Each scenario runs a fresh daemon in a subprocess (this module with `--serve`), so its
+peak RSS (VmHWM) is the daemon's alone. The parent connects the watchers (raw sockets
+with minimal parsing, so the clients are not what is measured), then tells the daemon
+to append the events to the session's real EventLog: real SQLite group commit, real
+fan-out, real hypercorn. The daemon stamps each event when its commit callback runs
+(CLOCK_MONOTONIC, shared by both processes); the parent stamps each arrival. Latency of
+an event = arrival at the *last* watcher - stored.
+
+Scenarios: 1 WebSocket watcher (baseline through the same path), N WebSocket watchers,
+N SSE watchers; plus an in-process floor: a bare trio memory-channel fan-out to N
+receivers, no storage, no sockets.
+
+`--rate 0` appends as fast as the daemon takes them (in slices of 50 per scheduler
+tick, as a fast provider stream would): latency then includes the backlog, and the
+throughput column is the daemon's ceiling. `--rate R` paces R events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .common import env_info, pct, table
+
+SEQ = re.compile(rb'"seq":(\d+)')
+SSE_ID = re.compile(rb"(?:^|\n)id: (\d+)\n")
+SLICE = 50  # events appended per scheduler tick in burst mode
+
+
+# ---- the daemon side (child process) -------------------------------------------------------
+
+
+async def serve(tmp: Path) -> None:
+    """Run a daemon; on `run SID N WATCHERS RATE` append N events and write stamps."""
+    from opencoded.config import load_config
+    from opencoded.server import run_daemon
+
+    config_file = tmp / "opencode.json"
+    config_file.write_text("{}")
+    overrides = {
+        "server": {"host": "127.0.0.1", "port": 0, "socket": str(tmp / "d.sock")},
+        "dataDir": str(tmp / "data"),
+    }
+    cfg = load_config(config_file, env={}, overrides=overrides)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        daemon = await nursery.start(
+            lambda task_status: run_daemon(cfg, stop=stop, task_status=task_status)
+        )
+        print(f"ready {daemon.endpoints.tcp} {daemon.token}", flush=True)
+        stdin = trio.lowlevel.FdStream(os.dup(0))
+        buffer = b""
+        while True:
+            chunk = await stdin.receive_some()
+            if not chunk:
+                break
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                _, sid, n, watchers, rate = line.decode().split()
+                await append_events(daemon, tmp, sid, int(n), int(watchers), float(rate))
+                print("done", flush=True)
+        stop.set()
+
+
+async def append_events(
+    daemon: Any, tmp: Path, sid: str, n: int, watchers: int, rate: float
+) -> None:
+    log = (await daemon.sessions.runtime(sid)).log
+    with trio.fail_after(60):
+        while log.watcher_count < watchers:
+            await trio.sleep(0.01)
+    stored: dict[int, float] = {}
+    publish = log._on_commit  # instrumentation: stamp each event as its commit is published
+
+    def stamped(event: Any) -> None:
+        stored[event.seq] = time.monotonic()
+        publish(event)
+
+    log._on_commit = stamped
+    text = "token "  # a typical delta is a word or two
+    start = time.monotonic()
+    for i in range(n):
+        log.append("text-delta", {"message_id": "msg_bench", "text": text})
+        if rate > 0:
+            delay = start + (i + 1) / rate - time.monotonic()
+            if delay > 0:
+                await trio.sleep(delay)
+        elif i % SLICE == SLICE - 1:
+            await trio.sleep(0)
+    await log.wait_committed(log.last_seq)
+    log._on_commit = publish
+    (tmp / "stored.json").write_text(json.dumps(stored))
+
+
+def child_main(tmp: str) -> None:
+    trio.run(serve, Path(tmp))
+
+
+# ---- the watcher side (parent process) ------------------------------------------------------
+
+
+class DaemonProcess:
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="ocf", dir="/tmp"))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.bench_fanout", "--serve", str(self.tmp)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(self.tmp / "stderr.log", "wb"),  # noqa: SIM115 - lives with the child
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode().split()
+        if not line or line[0] != "ready":
+            raise RuntimeError((self.tmp / "stderr.log").read_text())
+        self.url, self.token = line[1], line[2]
+        self.host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        self.port = int(port)
+
+    def status(self, key: str) -> float:
+        """A /proc/PID/status size in MB (VmRSS now, VmHWM peak)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    async def create_session(self) -> str:
+        reply = await http_request(self, "POST", "/sessions", b"{}")
+        return json.loads(reply)["id"]
+
+    async def run(self, sid: str, events: int, watchers: int, rate: float) -> dict[int, float]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"run {sid} {events} {watchers} {rate}\n".encode())
+        self.proc.stdin.flush()
+        line = await trio.to_thread.run_sync(self.proc.stdout.readline)
+        if line.strip() != b"done":
+            raise RuntimeError((self.tmp / "stderr.log").read_text())
+        stored = json.loads((self.tmp / "stored.json").read_text())
+        return {int(k): v for k, v in stored.items()}
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(15)
+
+
+async def http_request(daemon: DaemonProcess, method: str, path: str, body: bytes) -> bytes:
+    stream = await trio.open_tcp_stream(daemon.host, daemon.port)
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: {daemon.host}\r\nConnection: close\r\n"
+        f"Authorization: Bearer {daemon.token}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    await stream.send_all(head.encode() + body)
+    data = b""
+    while chunk := await stream.receive_some():
+        data += chunk
+    await stream.aclose()
+    return data.split(b"\r\n\r\n", 1)[1]
+
+
+async def open_watcher(
+    daemon: DaemonProcess, kind: str, sid: str
+) -> tuple[trio.SocketStream, bytes]:
+    """Connect and finish the handshake; return the stream and bytes already read past it."""
+    stream = await trio.open_tcp_stream(daemon.host, daemon.port)
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    if kind == "ws":
+        key = base64.b64encode(os.urandom(16)).decode()
+        head = (
+            f"GET /sessions/{sid}/stream?after=0 HTTP/1.1\r\nHost: {daemon.host}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        )
+        expect = b" 101 "
+    else:
+        head = f"GET /sessions/{sid}/events?after=0 HTTP/1.1\r\nHost: {daemon.host}\r\n"
+        expect = b" 200 "
+    head += f"Authorization: Bearer {daemon.token}\r\n\r\n"
+    await stream.send_all(head.encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.receive_some()
+    status, rest = data.split(b"\r\n\r\n", 1)
+    if expect not in status.split(b"\r\n")[0]:
+        raise RuntimeError(status.decode(errors="replace"))
+    return stream, rest
+
+
+async def watch(
+    daemon: DaemonProcess, kind: str, sid: str, total: int, arrivals: list[float], ready: Any
+) -> None:
+    """Read until seq `total`, stamping each event's arrival (index: seq)."""
+    stream, buffer = await open_watcher(daemon, kind, sid)
+    ready()
+    last = 0
+    parse = parse_ws if kind == "ws" else parse_sse
+    while last < total:
+        buffer += await stream.receive_some(1 << 18)
+        now = time.monotonic()
+        seqs, buffer = parse(buffer)
+        for seq in seqs:
+            arrivals[seq] = now
+            last = seq
+    await stream.aclose()
+
+
+def parse_ws(buffer: bytes) -> tuple[list[int], bytes]:
+    """Complete server frames (unmasked) -> their seqs; the incomplete tail is kept."""
+    seqs, pos, size = [], 0, len(buffer)
+    while size - pos >= 2:
+        length, start = buffer[pos + 1] & 0x7F, pos + 2
+        if length == 126:
+            if size - pos < 4:
+                break
+            length, start = int.from_bytes(buffer[pos + 2 : pos + 4], "big"), pos + 4
+        elif length == 127:
+            if size - pos < 10:
+                break
+            length, start = int.from_bytes(buffer[pos + 2 : pos + 10], "big"), pos + 10
+        if size < start + length:
+            break
+        if buffer[pos] & 0x0F == 1:  # text frame
+            match = SEQ.search(buffer, start, start + length)
+            if match:
+                seqs.append(int(match.group(1)))
+        pos = start + length
+    return seqs, buffer[pos:]
+
+
+def parse_sse(buffer: bytes) -> tuple[list[int], bytes]:
+    """Complete SSE messages (inside HTTP chunks, one message per chunk) -> seqs."""
+    end = buffer.rfind(b"\n\n")
+    if end < 0:
+        return [], buffer
+    return [int(m) for m in SSE_ID.findall(buffer, 0, end + 2)], buffer[end + 2 :]
+
+
+async def scenario(kind: str, watchers: int, events: int, rate: float) -> dict[str, Any]:
+    daemon = DaemonProcess()
+    try:
+        sid = await daemon.create_session()
+        rss_before = daemon.status("VmRSS")
+        arrivals = [[0.0] * (events + 1) for _ in range(watchers)]
+        connected = 0
+
+        def ready() -> None:
+            nonlocal connected
+            connected += 1
+
+        async with trio.open_nursery() as nursery:
+            for i in range(watchers):
+                nursery.start_soon(watch, daemon, kind, sid, events, arrivals[i], ready)
+            stored = await daemon.run(sid, events, watchers, rate)
+        latencies = [max(a[seq] for a in arrivals) - stored[seq] for seq in range(1, events + 1)]
+        first, last_arrival = min(stored.values()), max(max(a) for a in arrivals)
+        return {
+            "scenario": f"{watchers} {kind.upper()} watcher{'s' if watchers > 1 else ''}",
+            "p50": pct(latencies, 50),
+            "p99": pct(latencies, 99),
+            "max": max(latencies),
+            "seconds": last_arrival - first,
+            "deliveries": events * watchers / (last_arrival - first),
+            "rss_before": rss_before,
+            "peak": daemon.status("VmHWM"),
+        }
+    finally:
+        daemon.close()
+
+
+async def memory_channel_floor(watchers: int, events: int) -> dict[str, Any]:
+    """The same fan-out with nothing but trio memory channels: no storage, no sockets."""
+    sent: list[float] = [0.0] * (events + 1)
+    arrivals = [[0.0] * (events + 1) for _ in range(watchers)]
+    channels = [trio.open_memory_channel[int](256) for _ in range(watchers)]
+
+    async def receive(i: int) -> None:
+        async for seq in channels[i][1]:
+            arrivals[i][seq] = time.monotonic()
+
+    async with trio.open_nursery() as nursery:
+        for i in range(watchers):
+            nursery.start_soon(receive, i)
+        for seq in range(1, events + 1):
+            sent[seq] = time.monotonic()
+            for send, _ in channels:
+                await send.send(seq)  # lossless here: the floor, not the policy
+            if seq % SLICE == 0:
+                await trio.sleep(0)
+        for send, _ in channels:
+            await send.aclose()
+    latencies = [max(a[seq] for a in arrivals) - sent[seq] for seq in range(1, events + 1)]
+    span = max(max(a) for a in arrivals) - sent[1]
+    return {
+        "scenario": f"{watchers} memory channels (floor)",
+        "p50": pct(latencies, 50),
+        "p99": pct(latencies, 99),
+        "max": max(latencies),
+        "seconds": span,
+        "deliveries": events * watchers / span,
+        "rss_before": float("nan"),
+        "peak": float("nan"),
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    results = [await memory_channel_floor(args.watchers, args.events)]
+    plan = [("ws", 1), ("ws", args.watchers), ("sse", args.watchers)]
+    for kind, watchers in plan:
+        print(f"running {watchers} {kind} watcher(s) x {args.events} events ...", file=sys.stderr)
+        results.append(await scenario(kind, watchers, args.events, args.rate))
+    rate = "as fast as possible" if args.rate <= 0 else f"{args.rate:g} events/s offered"
+    rows = [
+        [
+            r["scenario"],
+            f"{r['p50'] * 1000:.1f}",
+            f"{r['p99'] * 1000:.1f}",
+            f"{r['max'] * 1000:.1f}",
+            f"{r['seconds']:.2f}",
+            f"{r['deliveries']:,.0f}",
+            f"{r['events'] if 'events' in r else args.events / r['seconds']:,.0f}",
+            f"{r['rss_before']:.0f}",
+            f"{r['peak']:.0f}",
+        ]
+        for r in results
+    ]
+    header = [
+        "scenario",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "total s",
+        "deliveries/s",
+        "events/s",
+        "RSS idle MB",
+        "peak RSS MB",
+    ]
+    title = (
+        f"fan-out: {args.events} text-delta events, {rate}; stored -> last watcher ({env_info()})"
+    )
+    print(table(title, header, rows))
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--watchers", type=int, default=100)
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=0.0, help="events/s; 0: as fast as possible")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        child_main(args.serve)
+    else:
+        trio.run(main, args)
+
+
+if __name__ == "__main__":
+    cli()
