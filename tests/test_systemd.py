@@ -9,6 +9,7 @@ place, sets LISTEN_PID to its own pid and execs the daemon, which keeps that pid
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import shutil
@@ -421,8 +422,6 @@ def test_daemon_start_status_stop_without_systemd(tmpdir_short: Path) -> None:
     assert started.returncode == 0, started.stderr
     status = opencode(env, "daemon", "status", "--json")
     assert status.returncode == 0, status.stderr
-    import json
-
     info = json.loads(status.stdout)
     assert info["running"] is True and info["systemd"] is False
     pid = info["pid"]
@@ -434,3 +433,42 @@ def test_daemon_start_status_stop_without_systemd(tmpdir_short: Path) -> None:
     assert not (tmpdir_short / "d.sock").exists()  # a clean stop removes its socket
     assert opencode(env, "daemon", "status").returncode == 3
     assert opencode(env, "daemon", "stop").stdout.strip() == "opencoded is not running"
+
+
+def _user_manager_for_tests() -> str | None:
+    """Why the real-systemd test cannot run here, or None when it can."""
+    if os.environ.get("OPENCODE_TEST_SYSTEMD") != "1":
+        return "set OPENCODE_TEST_SYSTEMD=1 to install the units into this user's systemd"
+    if shutil.which("systemctl") is None:
+        return "systemctl is not installed"
+    reach = subprocess.run(
+        ["systemctl", "--user", "show-environment"], capture_output=True, timeout=30, check=False
+    )
+    return None if reach.returncode == 0 else "no systemd user manager is reachable"
+
+
+@pytest.mark.skipif(_user_manager_for_tests() is not None, reason=str(_user_manager_for_tests()))
+def test_install_start_stop_with_a_real_user_manager() -> None:
+    """The README's steps, for real: install, socket activation on first use, stop, uninstall."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCODE_")}
+    env["NO_COLOR"] = "1"
+    try:
+        done = opencode(env, "daemon", "install")
+        assert done.returncode == 0, done.stderr
+        active = subprocess.run(
+            ["systemctl", "--user", "is-active", "opencoded.socket"], capture_output=True, text=True
+        )
+        assert active.stdout.strip() == "active"
+        with httpx.Client(transport=httpx.HTTPTransport(uds=_default_socket()), timeout=20) as c:
+            assert c.get("http://localhost/health").json()["status"] == "ok"  # activates
+        status = opencode(env, "daemon", "status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["opencoded.service"] == "active"
+        assert opencode(env, "daemon", "stop").returncode == 0
+        assert opencode(env, "daemon", "status").returncode == 3
+    finally:
+        opencode(env, "daemon", "uninstall")
+
+
+def _default_socket() -> str:
+    return str(Path(os.environ["XDG_RUNTIME_DIR"]) / "opencode" / "opencoded.sock")
