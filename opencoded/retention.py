@@ -31,6 +31,7 @@ async def prune(daemon: Daemon, older_than_days: float) -> list[str]:
     for session_id in deleted:
         # Drop any live runtime (watchers following an idle session get their streams closed).
         await daemon.sessions.close_session(session_id)
+        daemon.sessions.notify("session.deleted", session_id)
     if deleted:
         await daemon.store.vacuum()
         log.info(
