@@ -19,6 +19,7 @@ recorded its end (bounded wait), and SSE streams end after that last event.
 from __future__ import annotations
 
 import json
+import logging
 import weakref
 from contextlib import aclosing
 from typing import Any
@@ -30,7 +31,7 @@ from quart_trio import QuartTrio
 
 from ...agent import abort_turn, answer_permission, submit_message
 from ...daemon import Daemon
-from ...errors import ApiError, InvalidRequest, ServiceUnavailable
+from ...errors import ApiError, InternalError, InvalidRequest, ServiceUnavailable
 from ...records import Event
 from ...sessions import EventLog
 from ...sessions.manager import SessionRuntime
@@ -38,6 +39,8 @@ from ..app import get_daemon
 from ..params import query
 from .openapi import op, path_param, query_param
 from .sessions import load_session
+
+logger = logging.getLogger(__name__)
 
 # WebSocket ping interval in seconds: hypercorn sends the pings (ASGI apps cannot); the
 # server reads this when it builds hypercorn's config, so tests set it before starting.
@@ -180,6 +183,10 @@ async def receive_commands(ws: Any, daemon: Daemon, session_id: str) -> None:
             await run_command(daemon, session_id, parse_command(raw))
         except ApiError as error:
             await ws.send(error_frame(error))
+        except Exception:
+            # A bug must not take the watcher's stream down with it; the log has the rest.
+            logger.exception("WebSocket command failed in session %s", session_id)
+            await ws.send(error_frame(InternalError("internal error; see the daemon log")))
 
 
 @attrs.frozen
