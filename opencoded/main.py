@@ -77,6 +77,7 @@ def setup_logging(level: str) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     ready.addHandler(handler)
     ready.propagate = False
+    ready.setLevel(logging.INFO)  # the ready line prints whatever --log-level says
 
 
 async def _main(config: Config, cors_flag: bool) -> None:
