@@ -78,6 +78,8 @@ def setup_logging(level: str) -> None:
     ready.addHandler(handler)
     ready.propagate = False
     ready.setLevel(logging.INFO)  # the ready line prints whatever --log-level says
+    # hypercorn's "Running on ..." lines repeat the ready line; keep its warnings only.
+    logging.getLogger("hypercorn.error").setLevel(max(logging.WARNING, ready.level))
 
 
 async def _main(config: Config, cors_flag: bool) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from .errors import InvalidRequest
 from .records import Project, new_id, now
-from .storage import Store
 
 
 def checked_directory(path: str, field: str) -> Path:
@@ -25,16 +24,13 @@ def checked_directory(path: str, field: str) -> Path:
     return resolved
 
 
-async def project_for(
-    store: Store, directory: Path, name: str | None = None
-) -> tuple[Project, bool]:
-    """The project registered at directory, or a new (unsaved) one; the bool says new."""
-    existing = await store.find_project_by_path(str(directory))
-    if existing is not None:
-        return existing, False
-    return Project(
-        new_id("proj"), name or directory.name or str(directory), str(directory), now()
-    ), True
+def new_project(directory: Path, name: str | None = None) -> Project:
+    """A project record for directory, not yet stored.
+
+    The store registers it only if the path is new (atomically, so concurrent requests
+    for one directory agree on one project) and hands back the stored one.
+    """
+    return Project(new_id("proj"), name or directory.name or str(directory), str(directory), now())
 
 
 def project_json(project: Project) -> dict:

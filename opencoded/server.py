@@ -24,6 +24,7 @@ from . import recovery, retention, systemd
 from .config import Config, ConfigError
 from .daemon import Daemon, Endpoints, ensure_token
 from .http.app import create_app
+from .http.routes import streams
 from .http.security import Policy, is_loopback
 from .paths import AF_UNIX_PATH_MAX
 from .providers.registry import ProviderRegistry
@@ -109,6 +110,8 @@ def hypercorn_config(
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = GRACEFUL_TIMEOUT
     hc.keep_alive_timeout = 30
+    # ASGI apps cannot send pings; hypercorn does, so idle WebSockets notice a dead peer.
+    hc.websocket_ping_interval = streams.WS_PING_INTERVAL
     return hc
 
 

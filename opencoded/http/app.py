@@ -7,7 +7,7 @@ import logging
 import math
 
 import trio
-from quart import Response, current_app, request, websocket
+from quart import Response, current_app, has_request_context, request, websocket
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException
@@ -137,7 +137,8 @@ def create_app(daemon: Daemon, policy: Policy) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def internal_error(error: Exception) -> Response:
-        log.error("unhandled error on %s %s", request.method, request.path, exc_info=error)
+        where = f"{request.method} {request.path}" if has_request_context() else "websocket"
+        log.error("unhandled error on %s", where, exc_info=error)
         return error_response(InternalError("internal error; see the daemon log"))
 
     from .routes import register_all

@@ -11,7 +11,7 @@ from quart_trio import QuartTrio
 
 from ...config import MAX_BODY_BYTES
 from ...errors import InvalidRequest, NotFound, PayloadTooLarge
-from ...projects import checked_directory, project_for, project_json
+from ...projects import checked_directory, new_project, project_json
 from ...records import Project
 from ...tools.base import ToolError
 from ...tools.paths import resolve_inside
@@ -41,9 +41,9 @@ async def create_project() -> tuple[Response, int]:
         raise InvalidRequest("name must not be empty", {"field": "name"})
     directory = checked_directory(body.path, "path")
     store = get_daemon().store
-    candidate, new = await project_for(store, directory, body.name.strip())
-    project = await store.create_project(candidate) if new else candidate
-    return jsonify(project_json(project)), 201 if new and project.id == candidate.id else 200
+    candidate = new_project(directory, body.name.strip())
+    project = await store.create_project(candidate)
+    return jsonify(project_json(project)), 201 if project.id == candidate.id else 200
 
 
 async def _project(project_id: str) -> Project:

@@ -9,7 +9,7 @@ from quart import Response, jsonify
 from quart_trio import QuartTrio
 
 from ...errors import InvalidRequest, NotFound, SessionNotFound
-from ...projects import checked_directory, project_for
+from ...projects import checked_directory, new_project
 from ...records import Session, new_id, now
 from ..app import get_daemon
 from ..params import json_body, query
@@ -77,7 +77,7 @@ async def create_session() -> tuple[Response, int]:
     daemon = get_daemon()
     body = await json_body(SessionCreate, empty_ok=True)
     provider, model = _split_model(body)
-    new_project = None
+    created_project = None
     if body.project is not None:
         project = await daemon.store.get_project(body.project)
         if project is None:
@@ -90,8 +90,7 @@ async def create_session() -> tuple[Response, int]:
     else:
         raw = body.directory if body.directory is not None else str(daemon.workdir)
         directory = checked_directory(raw, "directory")
-        project, is_new = await project_for(daemon.store, directory)
-        new_project = project if is_new else None
+        project = created_project = new_project(directory)
     stamp = now()
     session = Session(
         id=new_id("session"),
@@ -104,7 +103,7 @@ async def create_session() -> tuple[Response, int]:
         title=(body.title or "").strip() or f"Session in {os.path.basename(directory) or '/'}",
         permission=dict(body.permission),
     )
-    session = await daemon.store.create_session(session, new_project)
+    session = await daemon.store.create_session(session, created_project)
     daemon.sessions.notify("session.created", session.id)
     return jsonify(session_json(session)), 201
 
