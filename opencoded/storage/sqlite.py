@@ -201,7 +201,7 @@ class SQLiteStore:
         return await trio.to_thread.run_sync(run, limiter=self._read_limiter)
 
     async def ping(self) -> None:
-        await self._read(lambda c: c.execute("SELECT count(*) FROM sessions").fetchone())
+        await self._read(lambda c: c.execute("SELECT 1 FROM sessions LIMIT 1").fetchall())
         if self._thread is None or not self._thread.is_alive():
             raise StoreError("the database writer is not running")
 
