@@ -45,10 +45,15 @@ class Daemon:
         self.token = (self.tmp / "data" / "token").read_text().strip()
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return self.status("VmRSS")
+
+    def status(self, key: str) -> float:
+        """A /proc/PID/status size in MB (VmRSS now, VmHWM peak)."""
+        return proc_status_mb(self.proc.pid, key)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the daemon has used so far."""
+        return proc_cpu_seconds(self.proc.pid)
 
     def unix_client(self) -> httpx.Client:
         transport = httpx.HTTPTransport(uds=str(self.socket))
@@ -63,9 +68,21 @@ class Daemon:
         self.proc.wait(10)
 
 
+def proc_status_mb(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def ms(seconds: float) -> str:
