@@ -10,12 +10,14 @@ Prompt caching: the system prompt, the last tool and the last message block carr
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from . import _errors
+from ._sse import sse_events
 from .base import (
     ChatMessage,
     ChatRequest,
@@ -89,44 +91,54 @@ def build_params(request: ChatRequest) -> dict[str, Any]:
 
 
 class _StepState:
-    """Folds the raw SSE events of one step into neutral events."""
+    """Folds the raw SSE events of one step (plain dicts, as JSON-decoded) into neutral events."""
 
     def __init__(self) -> None:
         self.blocks: dict[int, dict[str, Any]] = {}
         self.usage = Usage()
         self.stop_reason: str | None = None
         self.stopped = False
+        self._handlers = {
+            "content_block_delta": self._on_content_block_delta,  # the hot one first
+            "message_start": self._on_message_start,
+            "content_block_start": self._on_content_block_start,
+            "content_block_stop": self._on_content_block_stop,
+            "message_delta": self._on_message_delta,
+            "message_stop": self._on_message_stop,
+        }
 
-    def feed(self, event: Any) -> list[StreamEvent]:
-        handler = getattr(self, f"_on_{event.type}", None)
+    def feed(self, event: dict[str, Any]) -> list[StreamEvent]:
+        handler = self._handlers.get(event.get("type"))  # type: ignore[arg-type]
         return handler(event) if handler else []
 
-    def _on_message_start(self, event: Any) -> list[StreamEvent]:
-        self._take_usage(event.message.usage)
+    def _on_message_start(self, event: dict[str, Any]) -> list[StreamEvent]:
+        self._take_usage((event.get("message") or {}).get("usage"))
         return []
 
-    def _on_content_block_start(self, event: Any) -> list[StreamEvent]:
-        block = event.content_block
-        if block.type == "text":
-            self.blocks[event.index] = {"type": "text"}
-            return [TextDelta(block.text)] if block.text else []
-        if block.type == "tool_use":
-            self.blocks[event.index] = {"type": "tool_use", "id": block.id, "name": block.name}
-            self.blocks[event.index]["json"] = []
+    def _on_content_block_start(self, event: dict[str, Any]) -> list[StreamEvent]:
+        block = event["content_block"]
+        index = event["index"]
+        if block["type"] == "text":
+            self.blocks[index] = {"type": "text"}
+            return [TextDelta(block["text"])] if block.get("text") else []
+        if block["type"] == "tool_use":
+            self.blocks[index] = {"type": "tool_use", "id": block["id"], "name": block["name"]}
+            self.blocks[index]["json"] = []
         return []
 
-    def _on_content_block_delta(self, event: Any) -> list[StreamEvent]:
-        delta = event.delta
-        if delta.type == "text_delta" and delta.text:
-            return [TextDelta(delta.text)]
-        if delta.type == "input_json_delta":
-            block = self.blocks.get(event.index)
+    def _on_content_block_delta(self, event: dict[str, Any]) -> list[StreamEvent]:
+        delta = event["delta"]
+        kind = delta["type"]
+        if kind == "text_delta":
+            return [TextDelta(delta["text"])] if delta["text"] else []
+        if kind == "input_json_delta":
+            block = self.blocks.get(event["index"])
             if block is not None and block["type"] == "tool_use":
-                block["json"].append(delta.partial_json)
+                block["json"].append(delta["partial_json"])
         return []
 
-    def _on_content_block_stop(self, event: Any) -> list[StreamEvent]:
-        block = self.blocks.pop(event.index, None)
+    def _on_content_block_stop(self, event: dict[str, Any]) -> list[StreamEvent]:
+        block = self.blocks.pop(event["index"], None)
         if block is None:
             return []
         if block["type"] == "text":
@@ -134,22 +146,24 @@ class _StepState:
         tool_input = _errors.parse_tool_input("".join(block["json"]))
         return [ToolCall(block["id"], block["name"], tool_input)]
 
-    def _on_message_delta(self, event: Any) -> list[StreamEvent]:
-        if event.delta.stop_reason:
-            self.stop_reason = event.delta.stop_reason
-        if event.usage is not None:
-            self._take_usage(event.usage)
+    def _on_message_delta(self, event: dict[str, Any]) -> list[StreamEvent]:
+        stop_reason = (event.get("delta") or {}).get("stop_reason")
+        if stop_reason:
+            self.stop_reason = stop_reason
+        self._take_usage(event.get("usage"))
         return []
 
-    def _on_message_stop(self, event: Any) -> list[StreamEvent]:
+    def _on_message_stop(self, event: dict[str, Any]) -> list[StreamEvent]:
         self.stopped = True
         return [self.usage, Stop(self.stop_reason or "end_turn")]
 
-    def _take_usage(self, usage: Any) -> None:
+    def _take_usage(self, usage: dict[str, Any] | None) -> None:
         """message_delta carries cumulative counts; a None field keeps what we had."""
+        if not usage:
+            return
 
         def pick(name: str, old: int) -> int:
-            value = getattr(usage, name, None)
+            value = usage.get(name)
             return old if value is None else int(value)
 
         u = self.usage
@@ -214,20 +228,43 @@ class AnthropicProvider:
         """Stream one step. Leaving early (cancel, aclose) closes the HTTP response."""
         params = build_params(request)
         _warn_deprecated(request.model)
-        try:
-            sdk_stream = await self._client.messages.create(**params, stream=True)
-        except Exception as exc:
-            raise self._map(exc) from exc
         state = _StepState()
-        async with sdk_stream:
-            try:
-                async for event in sdk_stream:
-                    for out in state.feed(event):
+        started = False
+        try:
+            # The SDK makes the request and maps HTTP errors; the event stream is read
+            # raw (see _sse: the SDK's per-event pydantic models cost more than the rest
+            # of the daemon's work per token).
+            raw = self._client.messages.with_streaming_response.create(**params, stream=True)
+            async with raw as response:
+                started = True
+                http = response.http_response
+                async for name, data in sse_events(http.aiter_bytes()):
+                    if name is None or name == "ping" or not data:
+                        continue
+                    if name == "error":
+                        raise self._stream_error(http, data)
+                    for out in state.feed(json.loads(data)):
                         yield out
-            except Exception as exc:
-                raise self._map(exc, midstream=True) from exc
+        except Exception as exc:
+            raise self._map(exc, midstream=started) from exc
         if not state.stopped:
             raise _errors.stream_cut(self.id)
+
+    def _stream_error(self, http: Any, data: bytes) -> ProviderError:
+        """An `error` event inside a 200 stream (overloaded, rate limited mid-answer)."""
+        text = data.decode(errors="replace")
+        try:
+            body: Any = json.loads(text)
+        except ValueError:
+            body = text
+        return _errors.from_status(
+            self.id,
+            http.status_code,
+            http.headers,
+            body,
+            key_hint=self._key_hint,
+            fallback=text or f"Error code: {http.status_code}",
+        )
 
     def _map(self, exc: Exception, midstream: bool = False) -> ProviderError:
         sdk = self._sdk
