@@ -33,6 +33,7 @@ from .storage import SQLiteStore
 
 log = logging.getLogger("opencoded")
 GRACEFUL_TIMEOUT = 2.0
+DISCOVERY_TIMEOUT = 10.0
 # Aborting turns + hypercorn's drain must stay under the contract's 5 s exit.
 ABORT_BUDGET = 2.5
 
@@ -201,14 +202,28 @@ async def _serve(config, store, token, socket_path, passed, cors_flag, stop, tas
 
 
 async def _run_background(daemon: Daemon, *, task_status: trio.TaskStatus) -> None:
-    """Retention and the systemd watchdog: tasks that live until shutdown starts."""
+    """Retention, model discovery and the systemd watchdog: tasks until shutdown starts."""
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(retention.run, daemon)
+            nursery.start_soon(_discover_models, daemon)
             interval = systemd.watchdog_interval()
             if interval is not None:
                 nursery.start_soon(systemd.watchdog, interval, daemon.store.ping)
             task_status.started(scope)
+
+
+async def _discover_models(daemon: Daemon) -> None:
+    """Ask OpenAI-compatible servers (Ollama & co) once which models they serve.
+
+    In the background: a server that is down must not delay start-up, and `GET /models`
+    lists the configured models meanwhile.
+    """
+    with trio.move_on_after(DISCOVERY_TIMEOUT):
+        try:
+            await daemon.providers.refresh_models()
+        except Exception:
+            log.warning("model discovery failed", exc_info=True)
 
 
 def _bind_error(group: BaseExceptionGroup, config: Config) -> str:

@@ -234,3 +234,27 @@ async def test_sessions_and_projects_survive_restart(
         assert (await c.get(f"/projects/{p['id']}")).json() == p
     assert second.token == first.token
     await second.shutdown()
+
+
+async def test_models_of_an_openai_compatible_server_are_discovered(
+    nursery: trio.Nursery, tmpdir_short: Path
+) -> None:
+    from .fakes.llm import open_fake_llm
+
+    async with open_fake_llm(models=["llama3.3:70b"]) as fake:
+        config = {
+            "provider": {
+                "ollama": {"type": "openai-compatible", "options": {"baseURL": fake.openai_url}}
+            }
+        }
+        running = await start_daemon(nursery, tmpdir_short, config)
+        async with running.unix() as c:
+            with trio.fail_after(10):
+                while True:  # discovery runs in the background after start-up
+                    providers = {p["id"]: p for p in (await c.get("/providers")).json()}
+                    if "llama3.3:70b" in providers["ollama"]["models"]:
+                        break
+                    await trio.sleep(0.02)  # polling a deadline-bound background task
+            models = (await c.get("/models")).json()
+            assert any(m["id"] == "llama3.3:70b" and m["provider"] == "ollama" for m in models)
+        await running.shutdown()

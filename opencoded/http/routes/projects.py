@@ -66,8 +66,10 @@ async def delete_project(project_id: str) -> Response:
 def _confined(root: str, path: str) -> Path:
     try:
         return resolve_inside(Path(root), path or ".")
-    except ToolError as exc:
-        raise InvalidRequest(str(exc), {"field": "path"}) from None
+    except ToolError:
+        raise InvalidRequest(
+            f"path is outside the project directory: {path}", {"field": "path"}
+        ) from None
 
 
 def _entry(root: Path, entry: os.DirEntry) -> dict:
