@@ -92,11 +92,15 @@ class SessionManager:
     async def _run_session(
         self, session_id: str, log_: EventLog, *, task_status: trio.TaskStatus[SessionRuntime]
     ) -> None:
-        async with trio.open_nursery() as nursery:
-            runtime = SessionRuntime(session_id, log_, nursery)
-            task_status.started(runtime)
-            await runtime.closed.wait()
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                runtime = SessionRuntime(session_id, log_, nursery)
+                task_status.started(runtime)
+                await runtime.closed.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            # Followers get everything stored so far, then end (deleted or stopping).
+            log_.close()
 
     async def start_turn(
         self, session_id: str, turn_id: str, message_id: str, body: TurnBody
@@ -153,3 +157,4 @@ class SessionManager:
         async with trio.open_nursery() as nursery:
             for session_id in list(self._runtimes):
                 nursery.start_soon(self.close_session, session_id)
+        self.feed.close()  # every turn has reported idle by now
