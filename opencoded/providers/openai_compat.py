@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from . import _errors
+from ._sse import sse_events
 from .base import (
     ChatMessage,
     ChatRequest,
@@ -124,38 +125,44 @@ class _StepState:
         self.usage: Usage | None = None
         self.called_tools = False
 
-    def feed(self, chunk: Any) -> list[StreamEvent]:
-        if getattr(chunk, "usage", None) is not None:
-            self.usage = _usage(chunk.usage)
+    def feed(self, chunk: dict[str, Any]) -> list[StreamEvent]:
+        """One chunk, as JSON-decoded from the stream (a plain dict)."""
+        usage = chunk.get("usage")
+        if usage is not None:
+            self.usage = _usage(usage)
         out: list[StreamEvent] = []
-        for choice in chunk.choices or ():
-            if choice.index != 0:
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
                 continue
-            delta = choice.delta
+            delta = choice.get("delta")
             if delta is not None:
                 out += self._delta(delta)
-            if choice.finish_reason:
-                self.finish = choice.finish_reason
+            if choice.get("finish_reason"):
+                self.finish = choice["finish_reason"]
                 out += self._close_text()
                 out += self._tool_calls()
         return out
 
-    def _delta(self, delta: Any) -> list[StreamEvent]:
+    def _delta(self, delta: dict[str, Any]) -> list[StreamEvent]:
         out: list[StreamEvent] = []
-        if delta.content:
+        content = delta.get("content")
+        if content:
             self.text_open = True
-            out.append(TextDelta(delta.content))
-        for tc in delta.tool_calls or ():
+            out.append(TextDelta(content))
+        for tc in delta.get("tool_calls") or ():
             out += self._close_text()
-            index = tc.index if tc.index is not None else len(self.calls)
+            index = tc.get("index")
+            if index is None:
+                index = len(self.calls)
             entry = self.calls.setdefault(index, {"id": None, "name": "", "args": []})
-            if tc.id:
-                entry["id"] = tc.id
-            if tc.function is not None:
-                if tc.function.name:
-                    entry["name"] = tc.function.name
-                if tc.function.arguments:
-                    entry["args"].append(tc.function.arguments)
+            if tc.get("id"):
+                entry["id"] = tc["id"]
+            function = tc.get("function")
+            if function is not None:
+                if function.get("name"):
+                    entry["name"] = function["name"]
+                if function.get("arguments"):
+                    entry["args"].append(function["arguments"])
         return out
 
     def _close_text(self) -> list[StreamEvent]:
@@ -184,15 +191,23 @@ class _StepState:
         return [self.usage or Usage(), Stop(reason)]
 
 
-def _usage(usage: Any) -> Usage:
-    details = getattr(usage, "prompt_tokens_details", None)
-    cached = int(getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
-    prompt = int(usage.prompt_tokens or 0)
+def _usage(usage: dict[str, Any]) -> Usage:
+    details = usage.get("prompt_tokens_details")
+    cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    prompt = int(usage.get("prompt_tokens") or 0)
     return Usage(
         input_tokens=max(0, prompt - cached),
-        output_tokens=int(usage.completion_tokens or 0),
+        output_tokens=int(usage.get("completion_tokens") or 0),
         cache_read_tokens=cached,
     )
+
+
+def _stream_error(provider: str, error: Any) -> ProviderError:
+    """An error object inside the stream: the server failed while answering."""
+    message = error.get("message") if isinstance(error, dict) else None
+    if not message or not isinstance(message, str):
+        message = "An error occurred during streaming"
+    return ProviderError(f"{provider} error: {message}", retryable=True)
 
 
 # ---- provider ------------------------------------------------------------------------------
@@ -230,18 +245,29 @@ class OpenAICompatProvider:
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Stream one step. Leaving early (cancel, aclose) closes the HTTP response."""
         params = build_params(request, official=self._official)
-        try:
-            sdk_stream = await self._client.chat.completions.create(**params)
-        except Exception as exc:
-            raise self._map(exc) from exc
         state = _StepState()
-        async with sdk_stream:
-            try:
-                async for chunk in sdk_stream:
+        started = False
+        try:
+            # The SDK makes the request and maps HTTP errors; the chunks are read raw
+            # (see _sse: the SDK's per-chunk pydantic models cost more than the rest of
+            # the daemon's work per token).
+            raw = self._client.chat.completions.with_streaming_response.create(**params)
+            async with raw as response:
+                started = True
+                done = False
+                async for _, data in sse_events(response.http_response.aiter_bytes()):
+                    if done or not data:
+                        continue  # read to the end, so the connection can be reused
+                    if data.startswith(b"[DONE]"):
+                        done = True
+                        continue
+                    chunk = json.loads(data)
+                    if isinstance(chunk, dict) and chunk.get("error"):
+                        raise _stream_error(self.id, chunk["error"])
                     for out in state.feed(chunk):
                         yield out
-            except Exception as exc:
-                raise self._map(exc, midstream=True) from exc
+        except Exception as exc:
+            raise self._map(exc, midstream=started) from exc
         if state.finish is None:
             raise _errors.stream_cut(self.id)
         for out in state.final():
