@@ -329,10 +329,13 @@ class AgentTurn:
                 await self._record_end(status)
             except Exception:
                 log.exception("turn %s: could not record its end", self.turn.id)
-            event = self.log.append("complete", self._complete_data(status))
-            await self.log.wait_committed(event.seq)
         if scope.cancelled_caught:
             log.error("turn %s: recording its end took over %ss", self.turn.id, FINALISE_TIMEOUT)
+        # Outside that scope: a slow store must not cost the followers their `complete`.
+        event = self.log.append("complete", self._complete_data(status))
+        with trio.move_on_after(FINALISE_TIMEOUT) as scope:
+            scope.shield = True
+            await self.log.wait_committed(event.seq)
 
     async def _record_end(self, status: str) -> None:
         for part in self.parts:

@@ -19,6 +19,7 @@ import contextlib
 import json
 import queue
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ from .migrations import migrate
 T = TypeVar("T")
 _STOP = object()
 _MAX_BATCH = 2000
+SWITCH_INTERVAL = 0.0005  # seconds; see SQLiteStore.__aenter__
 _VACUUM_PAGES = 2048  # pages freed per transaction by vacuum()
 _SESSION_COLUMNS = "id, created, updated, provider, model, project, directory, title, permission"
 
@@ -97,6 +99,12 @@ class SQLiteStore:
 
     async def __aenter__(self) -> SQLiteStore:
         self._token = trio.lowlevel.current_trio_token()
+        # The writer and reader threads give up the GIL around every SQLite call and
+        # must take it back from a Trio thread that, under load, never blocks: with the
+        # default 5 ms switch interval each retake can wait 5 ms, and a commit makes
+        # several, so a busy daemon took seconds per commit (turns timed out recording
+        # their end). 0.5 ms bounds that wait at little cost to the Trio thread.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         conn = await trio.to_thread.run_sync(self._open_writer)
         self._thread = threading.Thread(
             target=self._writer_loop, args=(conn,), name="opencoded-db-writer", daemon=True
@@ -556,11 +564,23 @@ class SQLiteStore:
 _INSERT_EVENT = "INSERT INTO events VALUES (?,?,?,?,?)"
 
 
+_ROWS_PER_INSERT = 500  # 5 parameters a row, well under SQLite's 32766 limit
+
+
 def _insert_events(c: sqlite3.Connection, rows: list[tuple]) -> set[int]:
-    """Insert event rows; return the indexes of those that could not be stored."""
+    """Insert event rows; return the indexes of those that could not be stored.
+
+    One multi-row INSERT per 500 rows rather than `executemany`: the sqlite3 module
+    releases and retakes the GIL around every statement step, and while the Trio thread
+    is busy each retake can wait a whole switch interval, so a step per row made a
+    batch of a hundred events cost a hundred waits.
+    """
     c.execute("SAVEPOINT events")
     try:
-        c.executemany(_INSERT_EVENT, rows)
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            part = rows[start : start + _ROWS_PER_INSERT]
+            marks = ",".join(["(?,?,?,?,?)"] * len(part))
+            c.execute(f"INSERT INTO events VALUES {marks}", [v for row in part for v in row])
     except sqlite3.Error:
         c.execute("ROLLBACK TO events")
         failed = set()
