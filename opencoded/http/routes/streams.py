@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import weakref
 from contextlib import aclosing
 from typing import Any
 
@@ -34,7 +33,6 @@ from ...daemon import Daemon
 from ...errors import ApiError, InternalError, InvalidRequest, ServiceUnavailable
 from ...records import Event
 from ...sessions import EventLog
-from ...sessions.manager import SessionRuntime
 from ..app import get_daemon
 from ..params import query
 from .openapi import op, path_param, query_param
@@ -49,8 +47,6 @@ WS_PING_INTERVAL = 15.0
 SSE_HEARTBEAT = 15.0
 # At shutdown, how long a WebSocket waits for the aborted turn's last events.
 SHUTDOWN_DRAIN = 3.0
-# How long the daemon feed waits at shutdown for running turns to report idle.
-FEED_DRAIN = 4.0
 
 CLOSE_SHUTDOWN = (1001, "daemon shutting down")
 CLOSE_DELETED = (4404, "session deleted")
@@ -104,35 +100,12 @@ def parse_after(value: str | None, field: str) -> int | None:
 
 # ---- session lifetime ---------------------------------------------------------------------
 
-_closers: weakref.WeakSet[SessionRuntime] = weakref.WeakSet()
-
-
-def close_log_with_session(runtime: SessionRuntime) -> None:
-    """Close the session's log when its runtime ends (session deleted, daemon stopping).
-
-    The manager ends a runtime by cancelling the session's nursery after the running
-    turn recorded its end; a task parked in that nursery turns the cancellation into
-    `log.close()`, which ends every follower after the last stored event.
-    """
-    if runtime in _closers:
-        return
-    _closers.add(runtime)
-
-    async def close_on_exit() -> None:
-        try:
-            await trio.sleep_forever()
-        finally:
-            runtime.log.close()
-
-    runtime.nursery.start_soon(close_on_exit)
-
 
 async def open_log(daemon: Daemon, session_id: str) -> EventLog:
     if daemon.stopping.is_set():
         raise ServiceUnavailable("the daemon is shutting down")
     await load_session(session_id)
     runtime = await daemon.sessions.runtime(session_id)
-    close_log_with_session(runtime)
     return runtime.log
 
 
@@ -331,15 +304,6 @@ async def daemon_events() -> Response:
     return sse_response(body())
 
 
-async def close_feed_at_shutdown(daemon: Daemon) -> None:
-    """End `GET /events` streams once shutdown has let running turns report idle."""
-    await daemon.stopping.wait()
-    with trio.move_on_after(FEED_DRAIN):
-        while daemon.sessions.running_count:
-            await trio.sleep(0.02)
-    daemon.sessions.feed.close()
-
-
 # ---- registration ----------------------------------------------------------------------
 
 
@@ -347,11 +311,6 @@ def register(app: QuartTrio) -> None:
     app.add_websocket("/sessions/<session_id>/stream", view_func=session_stream)
     app.add_url_rule("/sessions/<session_id>/events", view_func=session_events, methods=["GET"])
     app.add_url_rule("/events", view_func=daemon_events, methods=["GET"])
-
-    @app.before_serving
-    async def start_feed_closer() -> None:
-        daemon: Daemon = app.extensions["opencoded"]
-        daemon.nursery.start_soon(close_feed_at_shutdown, daemon)
 
 
 SID = [path_param("session_id")]
