@@ -7,6 +7,7 @@ what is stored before a turn starts), so the views stay thin and cannot drift ap
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ class SubmittedTurn:
     start_seq: int  # the last seq before the turn's first event
     running: RunningTurn
     log: EventLog
+    recorded: Callable[[], Awaitable[None]]  # returns once the user message is stored
 
 
 def validate_parts(parts: Any) -> list[dict[str, str]]:
@@ -81,20 +83,48 @@ def _busy(session_id: str, turn: RunningTurn | None) -> SessionBusy:
     )
 
 
-async def _plan(daemon: Daemon, session: Session) -> TurnPlan:
+def _resolve_model(daemon: Daemon, session: Session) -> tuple[str, str]:
     """Resolve the model now, so a missing provider is a 400 and no turn is recorded."""
     try:
-        provider_id, model = daemon.providers.resolve(
-            session.model, session.provider, daemon.config.model
-        )
+        return daemon.providers.resolve(session.model, session.provider, daemon.config.model)
     except ProviderError as err:
         raise InvalidRequest(err.message, {"field": "model"}) from None
-    root = Path(session.directory)
-    if session.project is not None:
+
+
+async def _project_root(daemon: Daemon, session: Session) -> Path:
+    """The project's path (a project's path never changes, so it is cached by id)."""
+    if session.project is None:
+        return Path(session.directory)
+    paths = agent_state(daemon).project_paths
+    path = paths.get(session.project)
+    if path is None:
         project = await daemon.store.get_project(session.project)
-        if project is not None:
-            root = Path(project.path)
-    return TurnPlan(session, provider_id, model, root)
+        if project is None:
+            return Path(session.directory)
+        path = paths[session.project] = project.path
+    return Path(path)
+
+
+async def _history_and_root(daemon: Daemon, session: Session) -> tuple[list[Message], Path]:
+    """The stored conversation and the project root, read concurrently when both are due."""
+    if session.project is None or session.project in agent_state(daemon).project_paths:
+        return await daemon.store.list_messages(session.id), await _project_root(daemon, session)
+    found: dict[str, Any] = {}
+
+    async def history() -> None:
+        found["history"] = await daemon.store.list_messages(session.id)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(history)
+        root = await _project_root(daemon, session)
+    return found["history"], root
+
+
+def _check_free(daemon: Daemon, session_id: str, runtime: Any) -> None:
+    if runtime.busy:
+        raise _busy(session_id, runtime.turn)
+    if daemon.sessions.stopping:
+        raise SessionBusy("the daemon is shutting down", {"sessionId": session_id})
 
 
 async def submit_message(daemon: Daemon, session_id: str, parts: list[dict]) -> SubmittedTurn:
@@ -103,6 +133,12 @@ async def submit_message(daemon: Daemon, session_id: str, parts: list[dict]) -> 
     Raises SessionNotFound, InvalidRequest (bad parts, no usable provider) or SessionBusy.
     A per-session lock spans the busy check, the writes and the start, so a rejected
     second message never leaves a stored user message behind.
+
+    The user message and the Turn record are queued to the writer as one job and not
+    awaited here: the turn sends its provider request while they commit. Every event the
+    turn appends is queued after them, so none is seen before they are stored, and the
+    turn awaits their outcome before it handles its first provider event (a failed write
+    ends it with `error` + `complete`). `SubmittedTurn.recorded` is that outcome.
     """
     session = await _load_session(daemon, session_id)
     clean = validate_parts(parts)
@@ -111,18 +147,17 @@ async def submit_message(daemon: Daemon, session_id: str, parts: list[dict]) -> 
     try:
         async with lock:
             runtime = await daemon.sessions.runtime(session_id)
-            if runtime.busy:
-                raise _busy(session_id, runtime.turn)
-            if daemon.sessions.stopping:
-                raise SessionBusy("the daemon is shutting down", {"sessionId": session_id})
-            plan = await _plan(daemon, session)
+            _check_free(daemon, session_id, runtime)
+            provider_id, model = _resolve_model(daemon, session)
+            # Read after the busy check: the previous turn has stored everything by then.
+            history, root = await _history_and_root(daemon, session)
+            _check_free(daemon, session_id, runtime)  # nothing awaits from here on
             turn_id, user_id, reply_id = new_id("turn"), new_id("msg"), new_id("msg")
-            await daemon.store.save_message(
-                Message(user_id, session_id, turn_id, "user", clean, now())
+            user = Message(user_id, session_id, turn_id, "user", clean, now())
+            recorded = daemon.store.submit_turn_start(  # type: ignore[attr-defined]
+                user, Turn(turn_id, session_id, reply_id, "running", started=time.time())
             )
-            await daemon.store.save_turn(
-                Turn(turn_id, session_id, reply_id, "running", started=time.time())
-            )
+            plan = TurnPlan(session, provider_id, model, root, [*history, user], recorded.wait)
             start_seq = runtime.log.last_seq
 
             async def body(runtime_: Any, turn: RunningTurn) -> None:
@@ -132,7 +167,7 @@ async def submit_message(daemon: Daemon, session_id: str, parts: list[dict]) -> 
     finally:
         if not lock.locked() and lock.statistics().tasks_waiting == 0:
             state.submit_locks.pop(session_id, None)
-    return SubmittedTurn(turn_id, reply_id, user_id, start_seq, running, runtime.log)
+    return SubmittedTurn(turn_id, reply_id, user_id, start_seq, running, runtime.log, recorded.wait)
 
 
 async def answer_permission(

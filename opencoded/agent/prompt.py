@@ -1,12 +1,16 @@
 """The system prompt: where the agent works, what it may use, and the project's own rules.
 
 Built once per turn (the date can change between turns) and kept byte-identical across the
-steps of a turn, so the provider's prompt cache keeps hitting.
+steps of a turn, so the provider's prompt cache keeps hitting. What does not change between
+turns is cached: the tool list and platform once, each AGENTS.md by its stat, so a
+turn costs a stat per file instead of a read.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
+import os
 import platform
 from pathlib import Path
 
@@ -23,13 +27,44 @@ Paths are relative to the working directory (absolute paths must stay inside it)
 When you are done, answer briefly with what you changed and anything left to do."""
 
 
+@functools.cache
 def _platform() -> str:
     return f"{platform.system()} {platform.release()} ({platform.machine()})"
 
 
+@functools.cache
+def _tool_list() -> str:
+    return "\n".join(f"- {name}: {desc.splitlines()[0]}" for name, desc, _ in tool_specs())
+
+
+# path -> ((mtime, ctime, size, inode), text): AGENTS.md as last read
+_agents_cache: dict[Path, tuple[tuple[int, ...], str | None]] = {}
+_AGENTS_CACHE_MAX = 256
+
+
 def read_agents_file(root: Path) -> str | None:
-    """The project's AGENTS.md, capped; None when there is none or it cannot be read."""
+    """The project's AGENTS.md, capped; None when there is none or it cannot be read.
+
+    Read again only when its mtime or size changed since the last read.
+    """
     path = root / AGENTS_FILE
+    try:
+        st = os.stat(path)
+    except OSError:
+        _agents_cache.pop(path, None)
+        return None
+    key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+    cached = _agents_cache.get(path)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    text = _read_agents_file(path)
+    if len(_agents_cache) >= _AGENTS_CACHE_MAX:
+        _agents_cache.clear()
+    _agents_cache[path] = (key, text)
+    return text
+
+
+def _read_agents_file(path: Path) -> str | None:
     try:
         text = path.read_text(errors="replace")
     except OSError:
@@ -41,7 +76,7 @@ def read_agents_file(root: Path) -> str | None:
 
 def system_prompt(directory: Path, project_root: Path, today: datetime.date | None = None) -> str:
     today = today or datetime.date.today()
-    tools = "\n".join(f"- {name}: {desc.splitlines()[0]}" for name, desc, _ in tool_specs())
+    tools = _tool_list()
     parts = [
         INTRO,
         "<env>\n"

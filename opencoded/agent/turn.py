@@ -18,8 +18,10 @@ Whatever happens (success, provider failure, a bug, abort), the turn ends with e
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,8 @@ class TurnPlan:
     provider_id: str
     model: str
     project_root: Path
+    history: list[Message]  # the stored conversation, this turn's user message last
+    recorded: Callable[[], Awaitable[None]]  # the user message and Turn record stored
 
 
 @attrs.define
@@ -87,6 +91,12 @@ class Totals:
         self.input_tokens += usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
         self.output_tokens += usage.output_tokens
         self.cost += cost
+
+
+@functools.cache
+def _tools() -> tuple[ToolSpec, ...]:
+    """The tools offered to the model (fixed for the life of the process)."""
+    return tuple(ToolSpec(n, d, s) for n, d, s in tool_specs())
 
 
 class StepLimitReached(Exception):
@@ -112,9 +122,10 @@ class AgentTurn:
         self.started = time.time()
         self.started_mono = time.monotonic()
         self.message_created = now()
+        self.recorded = False
         root = Path(plan.session.directory).resolve()
         self.tool_ctx = ToolContext(root=root, bash_timeout=daemon.config.agent.bash_timeout)
-        self.tools = tuple(ToolSpec(n, d, s) for n, d, s in tool_specs())
+        self.tools = _tools()
         spec = daemon.providers.specs.get(plan.provider_id)
         kind = spec.kind if spec is not None else "openai-compatible"
         self.price_provider = kind if kind != "openai-compatible" else None
@@ -126,6 +137,8 @@ class AgentTurn:
         try:
             try:
                 await self._loop()
+                if not self.recorded:  # a step that streamed no event at all
+                    await self._await_recorded()
                 status = "completed"
             except StepLimitReached:
                 limit = self.daemon.config.agent.max_steps
@@ -144,8 +157,7 @@ class AgentTurn:
             await self._finalise(status or "aborted")
 
     async def _loop(self) -> None:
-        stored = await self.store.list_messages(self.session_id)
-        messages = conversation(m for m in stored if m.id != self.turn.message_id)
+        messages = conversation(m for m in self.plan.history if m.id != self.turn.message_id)
         system = system_prompt(self.tool_ctx.root, self.plan.project_root)
         provider = self.daemon.providers.get(self.plan.provider_id)
         max_steps = max(1, self.daemon.config.agent.max_steps)
@@ -181,6 +193,8 @@ class AgentTurn:
         stream = stream_with_retry(provider, request)
         try:
             async for event in stream:
+                if not self.recorded:
+                    await self._await_recorded()
                 if isinstance(event, TextDelta):
                     self._text_delta(event.text)
                 elif isinstance(event, TextEnd):
@@ -300,6 +314,14 @@ class AgentTurn:
         return response
 
     # ---- storage -----------------------------------------------------------------------
+
+    async def _await_recorded(self) -> None:
+        """Wait for the user message and Turn record submit_message queued (long done by
+        the first provider event); a failed write fails the turn (StoreError)."""
+        try:
+            await self.plan.recorded()
+        finally:
+            self.recorded = True  # once: a failure is reported by the first caller only
 
     def _message(self) -> Message:
         return Message(

@@ -51,6 +51,28 @@ class _Job:
         self.savepoint = True
 
 
+class PendingWrite:
+    """A write already queued to the writer; `await wait()` for its outcome."""
+
+    __slots__ = ("_done", "_error")
+
+    def __init__(self) -> None:
+        self._done = trio.Event()
+        self._error: BaseException | None = None
+
+    def _finish(self, job: _Job) -> None:
+        self._error = job.error
+        self._done.set()
+
+    async def wait(self) -> None:
+        """Return once committed; raise StoreError if the write failed."""
+        await self._done.wait()
+        if self._error is not None:
+            if isinstance(self._error, StoreError):
+                raise self._error
+            raise StoreError(f"database write failed: {self._error}") from self._error
+
+
 class _EventBatch:
     """Events appended back to back, written as one job (one executemany, no savepoint).
 
@@ -430,26 +452,25 @@ class SQLiteStore:
     # ---- messages, turns, permissions ---------------------------------------------
 
     async def save_message(self, message: Message) -> None:
-        def run(c: sqlite3.Connection) -> None:
-            c.execute(
-                "INSERT INTO messages (id, session_id, turn_id, role, parts, created, ord)"
-                " VALUES (?,?,?,?,?,?, (SELECT coalesce(max(ord), 0) + 1 FROM messages))"
-                " ON CONFLICT(id) DO UPDATE SET parts = excluded.parts",
-                (
-                    message.id,
-                    message.session_id,
-                    message.turn_id,
-                    message.role,
-                    json.dumps(message.parts),
-                    message.created,
-                ),
-            )
-            c.execute(
-                "UPDATE sessions SET updated = max(updated, ?) WHERE id = ?",
-                (message.created, message.session_id),
-            )
+        await self._write(lambda c: _save_message(c, message))
 
-        await self._write(run)
+    def submit_turn_start(self, message: Message, turn: Turn) -> PendingWrite:
+        """Queue a turn's user message and its Turn record as one job; do not wait.
+
+        The caller starts the provider request while this commits: the writer's FIFO
+        order already guarantees it is stored before any event appended afterwards, so
+        no client can see the turn's events without it. `await pending.wait()` for the
+        outcome (a failure must fail the turn).
+        """
+        row = _turn_row(turn)
+
+        def run(c: sqlite3.Connection) -> None:
+            _save_message(c, message)
+            c.execute("REPLACE INTO turns VALUES (?,?,?,?,?,?,?,?,?)", row)
+
+        pending = PendingWrite()
+        self._submit(run, pending._finish)
+        return pending
 
     async def list_messages(self, session_id: str) -> list[Message]:
         rows = await self._read(
@@ -593,6 +614,26 @@ def _insert_events(c: sqlite3.Connection, rows: list[tuple]) -> set[int]:
     finally:
         c.execute("RELEASE events")
     return set()
+
+
+def _save_message(c: sqlite3.Connection, message: Message) -> None:
+    c.execute(
+        "INSERT INTO messages (id, session_id, turn_id, role, parts, created, ord)"
+        " VALUES (?,?,?,?,?,?, (SELECT coalesce(max(ord), 0) + 1 FROM messages))"
+        " ON CONFLICT(id) DO UPDATE SET parts = excluded.parts",
+        (
+            message.id,
+            message.session_id,
+            message.turn_id,
+            message.role,
+            json.dumps(message.parts),
+            message.created,
+        ),
+    )
+    c.execute(
+        "UPDATE sessions SET updated = max(updated, ?) WHERE id = ?",
+        (message.created, message.session_id),
+    )
 
 
 def _deliver(batch: list[_Job]) -> None:

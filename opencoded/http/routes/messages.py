@@ -94,6 +94,9 @@ async def post_message(session_id: str) -> Response | tuple[Response, int]:
         raise _wire_names(exc) from None
     submitted = await agent.submit_message(daemon, session_id, body.parts)
     if body.async_:
+        # A 202 promises the message is stored (the streaming answer shows that by its
+        # events, which cannot commit before it).
+        await submitted.recorded()
         payload = {
             "message_id": submitted.message_id,
             "turn_id": submitted.turn_id,
