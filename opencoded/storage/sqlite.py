@@ -16,10 +16,10 @@ failure can lose the last transactions (no fsync per token, by design).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import queue
 import sqlite3
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,7 +35,6 @@ from .migrations import migrate
 T = TypeVar("T")
 _STOP = object()
 _MAX_BATCH = 2000
-SWITCH_INTERVAL = 0.0005  # seconds; see SQLiteStore.__aenter__
 _VACUUM_PAGES = 2048  # pages freed per transaction by vacuum()
 _SESSION_COLUMNS = "id, created, updated, provider, model, project, directory, title, permission"
 
@@ -121,12 +120,8 @@ class SQLiteStore:
 
     async def __aenter__(self) -> SQLiteStore:
         self._token = trio.lowlevel.current_trio_token()
-        # The writer and reader threads give up the GIL around every SQLite call and
-        # must take it back from a Trio thread that, under load, never blocks: with the
-        # default 5 ms switch interval each retake can wait 5 ms, and a commit makes
-        # several, so a busy daemon took seconds per commit (turns timed out recording
-        # their end). 0.5 ms bounds that wait at little cost to the Trio thread.
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+        # The process's GIL switch interval is set short in server.run_daemon: the
+        # writer and reader threads retake the GIL after every SQLite call.
         conn = await trio.to_thread.run_sync(self._open_writer)
         self._thread = threading.Thread(
             target=self._writer_loop, args=(conn,), name="opencoded-db-writer", daemon=True
@@ -194,6 +189,18 @@ class SQLiteStore:
 
     @staticmethod
     def _commit(conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        if len(batch) == 1 and not batch[0].savepoint:
+            # A lone event batch (the common case while one turn streams) commits on its
+            # own: its insert is atomic without BEGIN/COMMIT around it, and every
+            # statement saved is a GIL round trip saved (see _insert_events).
+            job = batch[0]
+            try:
+                job.result = job.fn(conn)
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                job.error = StoreError(f"database write failed: {exc}")
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
@@ -596,24 +603,43 @@ def _insert_events(c: sqlite3.Connection, rows: list[tuple]) -> set[int]:
     is busy each retake can wait a whole switch interval, so a step per row made a
     batch of a hundred events cost a hundred waits.
     """
+    if not c.in_transaction and len(rows) <= _ROWS_PER_INSERT:
+        # Autocommit (the writer's lone-batch path): one statement, atomic by itself.
+        try:
+            c.execute(f"INSERT INTO events VALUES {_marks(len(rows))}", _flat(rows))
+            return set()
+        except sqlite3.Error:
+            return _insert_one_by_one(c, rows)
     c.execute("SAVEPOINT events")
     try:
         for start in range(0, len(rows), _ROWS_PER_INSERT):
             part = rows[start : start + _ROWS_PER_INSERT]
-            marks = ",".join(["(?,?,?,?,?)"] * len(part))
-            c.execute(f"INSERT INTO events VALUES {marks}", [v for row in part for v in row])
+            c.execute(f"INSERT INTO events VALUES {_marks(len(part))}", _flat(part))
     except sqlite3.Error:
         c.execute("ROLLBACK TO events")
-        failed = set()
-        for i, row in enumerate(rows):
-            try:
-                c.execute(_INSERT_EVENT, row)  # one statement is atomic by itself
-            except sqlite3.Error:
-                failed.add(i)
-        return failed
+        return _insert_one_by_one(c, rows)
     finally:
         c.execute("RELEASE events")
     return set()
+
+
+def _insert_one_by_one(c: sqlite3.Connection, rows: list[tuple]) -> set[int]:
+    failed = set()
+    for i, row in enumerate(rows):
+        try:
+            c.execute(_INSERT_EVENT, row)  # one statement is atomic by itself
+        except sqlite3.Error:
+            failed.add(i)
+    return failed
+
+
+@functools.lru_cache(maxsize=64)
+def _marks(n: int) -> str:
+    return ",".join(["(?,?,?,?,?)"] * n)
+
+
+def _flat(rows: list[tuple]) -> list[Any]:
+    return [v for row in rows for v in row]
 
 
 def _save_message(c: sqlite3.Connection, message: Message) -> None:
