@@ -13,6 +13,7 @@ import fcntl
 import logging
 import os
 import socket
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from .storage import SQLiteStore
 
 log = logging.getLogger("opencoded")
 GRACEFUL_TIMEOUT = 2.0
+SWITCH_INTERVAL = 0.0005  # seconds; see run_daemon
 DISCOVERY_TIMEOUT = 10.0
 # Aborting turns + hypercorn's drain must stay under the contract's 5 s exit.
 ABORT_BUDGET = 2.5
@@ -111,6 +113,7 @@ def hypercorn_config(
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = GRACEFUL_TIMEOUT
     hc.keep_alive_timeout = 30
+    hc.backlog = 2048  # a thousand clients connecting at once must not overflow it
     # ASGI apps cannot send pings; hypercorn does, so idle WebSockets notice a dead peer.
     hc.websocket_ping_interval = streams.WS_PING_INTERVAL
     return hc
@@ -146,6 +149,12 @@ async def run_daemon(
 ) -> None:
     """Run until `stop` is set (or SIGTERM/SIGINT when run from main)."""
     check_config(config)
+    # The storage writer and reader threads give up the GIL around every SQLite call and
+    # must take it back from a Trio thread that, under load, never blocks: with the
+    # default 5 ms switch interval each retake can wait 5 ms, and a commit makes
+    # several, so a busy daemon took seconds per commit (turns timed out recording
+    # their end). A short interval bounds that wait at little cost to the Trio thread.
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
     stop = stop if stop is not None else trio.Event()
     data_dir = config.data_path
     prepare_data_dir(data_dir)
