@@ -56,6 +56,7 @@ from .prompt import system_prompt
 log = logging.getLogger(__name__)
 
 FINALISE_TIMEOUT = 5.0
+FIRST_OUT_WAIT = 0.05  # at most this long for the first token's commit (see _first_out)
 
 REJECTED = (
     "The user refused permission to run this {tool} call. Do not try it again in another "
@@ -123,6 +124,7 @@ class AgentTurn:
         self.started_mono = time.monotonic()
         self.message_created = now()
         self.recorded = False
+        self.first_out = False
         root = Path(plan.session.directory).resolve()
         self.tool_ctx = ToolContext(root=root, bash_timeout=daemon.config.agent.bash_timeout)
         self.tools = _tools()
@@ -196,7 +198,9 @@ class AgentTurn:
                 if not self.recorded:
                     await self._await_recorded()
                 if isinstance(event, TextDelta):
-                    self._text_delta(event.text)
+                    seq = self._text_delta(event.text)
+                    if not self.first_out:
+                        await self._first_out(seq)
                 elif isinstance(event, TextEnd):
                     texts += await self._text_end()
                 elif isinstance(event, ToolCall):
@@ -213,12 +217,25 @@ class AgentTurn:
         texts += await self._text_end()
         return texts, calls
 
-    def _text_delta(self, text: str) -> None:
+    def _text_delta(self, text: str) -> int:
         if self.text_part is None:
             self.text_part = {"type": "text", "text": ""}
             self.parts.append(self.text_part)
         self.text_part["text"] += text
-        self.log.append("text-delta", {"message_id": self.turn.message_id, "text": text})
+        return self.log.append("text-delta", {"message_id": self.turn.message_id, "text": text}).seq
+
+    async def _first_out(self, seq: int) -> None:
+        """Let the turn's first token reach the followers before reading on.
+
+        The provider's stream usually arrives many events per read, and folding them
+        never yields to the scheduler: without this pause the first token waits while
+        the whole buffered chunk is parsed and appended, and the writer thread waits for
+        the GIL meanwhile. Waiting for one commit costs the turn well under a
+        millisecond, once.
+        """
+        self.first_out = True
+        with trio.move_on_after(FIRST_OUT_WAIT):
+            await self.log.wait_committed(seq)
 
     async def _text_end(self) -> list[str]:
         """Close the open text block: one `message` event with the whole block."""
