@@ -154,7 +154,7 @@ async def submit_message(daemon: Daemon, session_id: str, parts: list[dict]) -> 
             _check_free(daemon, session_id, runtime)  # nothing awaits from here on
             turn_id, user_id, reply_id = new_id("turn"), new_id("msg"), new_id("msg")
             user = Message(user_id, session_id, turn_id, "user", clean, now())
-            recorded = daemon.store.submit_turn_start(  # type: ignore[attr-defined]
+            recorded = daemon.store.submit_turn_start(
                 user, Turn(turn_id, session_id, reply_id, "running", started=time.time())
             )
             plan = TurnPlan(session, provider_id, model, root, [*history, user], recorded.wait)

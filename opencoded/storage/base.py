@@ -20,6 +20,13 @@ class StoreError(Exception):
     """The database failed (disk full, corrupt file...)."""
 
 
+class PendingWrite(Protocol):
+    """A write already queued to the store's writer."""
+
+    async def wait(self) -> None:
+        """Return once committed; raise StoreError if the write failed."""
+
+
 class Store(Protocol):
     async def __aenter__(self) -> Store: ...
     async def __aexit__(self, *exc: object) -> None: ...
@@ -75,6 +82,14 @@ class Store(Protocol):
         """Insert or replace (assistant messages grow part by part)."""
 
     async def list_messages(self, session_id: str) -> list[Message]: ...
+    def submit_turn_start(self, message: Message, turn: Turn) -> PendingWrite:
+        """Queue a turn's user message and Turn record as one write, without waiting.
+
+        Writes commit in submission order, so both are stored before any event the turn
+        appends afterwards: no client can see the turn without them. The turn awaits
+        the result before it goes on, so a failed write still ends it cleanly.
+        """
+
     async def save_turn(self, turn: Turn) -> None: ...
     async def get_turn(self, turn_id: str) -> Turn | None: ...
     async def running_turns(self) -> list[Turn]: ...

@@ -50,7 +50,7 @@ class _Job:
         self.savepoint = True
 
 
-class PendingWrite:
+class QueuedWrite:
     """A write already queued to the writer; `await wait()` for its outcome."""
 
     __slots__ = ("_done", "_error")
@@ -461,7 +461,7 @@ class SQLiteStore:
     async def save_message(self, message: Message) -> None:
         await self._write(lambda c: _save_message(c, message))
 
-    def submit_turn_start(self, message: Message, turn: Turn) -> PendingWrite:
+    def submit_turn_start(self, message: Message, turn: Turn) -> QueuedWrite:
         """Queue a turn's user message and its Turn record as one job; do not wait.
 
         The caller starts the provider request while this commits: the writer's FIFO
@@ -475,7 +475,7 @@ class SQLiteStore:
             _save_message(c, message)
             c.execute("REPLACE INTO turns VALUES (?,?,?,?,?,?,?,?,?)", row)
 
-        pending = PendingWrite()
+        pending = QueuedWrite()
         self._submit(run, pending._finish)
         return pending
 

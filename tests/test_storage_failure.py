@@ -1,0 +1,57 @@
+"""A database that refuses a write: the turn ends cleanly and nothing is half-stored.
+
+The failure is injected in the database itself (a trigger that aborts inserts into
+`turns`), so the daemon's own code runs unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import trio
+
+from .conftest import RunningDaemon
+from .fakes.llm import FakeLLM
+from .test_agent import agent_daemon, fake, message_body, new_session
+
+__all__ = ["fake"]  # the fixture, shared with the agent tests
+
+
+def set_turn_insert_failure(daemon: RunningDaemon, on: bool) -> None:
+    conn = sqlite3.connect(daemon.data_dir / "opencode.db", timeout=10)
+    try:
+        if on:
+            conn.execute(
+                "CREATE TRIGGER refuse_turns BEFORE INSERT ON turns"
+                " BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+            )
+        else:
+            conn.execute("DROP TRIGGER refuse_turns")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def test_failed_turn_start_write_ends_the_turn(
+    nursery: trio.Nursery, fake: FakeLLM, tmp_path: Path
+) -> None:
+    running = await agent_daemon(nursery, fake)
+    async with running.unix() as c:
+        sid = await new_session(c, tmp_path)
+        set_turn_insert_failure(running, True)
+        r = await c.post(f"/sessions/{sid}/messages", json=message_body("hello"))
+        events = [json.loads(line) for line in r.text.splitlines() if line]
+        assert [e["type"] for e in events][-2:] == ["error", "complete"]
+        assert events[-1]["data"]["status"] == "error"
+        # Nothing half-stored: the user message went with the failed Turn record.
+        assert (await c.get(f"/sessions/{sid}/messages")).json() == []
+        assert (await c.get(f"/sessions/{sid}")).json()["status"] == "idle"
+        set_turn_insert_failure(running, False)
+        r = await c.post(f"/sessions/{sid}/messages", json=message_body("again"))
+        last = json.loads(r.text.strip().splitlines()[-1])
+        assert (last["type"], last["data"]["status"]) == ("complete", "completed")
+        roles = [m["role"] for m in (await c.get(f"/sessions/{sid}/messages")).json()]
+        assert roles == ["user", "assistant"]
+    await running.shutdown()
