@@ -13,10 +13,15 @@ def checked_directory(path: str, field: str) -> Path:
     """An absolute, existing directory, resolved (symlinks followed), or a 400."""
     if not path:
         raise InvalidRequest(f"{field} must not be empty", {"field": field})
+    if "\x00" in path:
+        raise InvalidRequest(f"{field} contains a NUL byte", {"field": field})
     candidate = Path(path)
     if not candidate.is_absolute():
         raise InvalidRequest(f"{field} must be an absolute path, got {path!r}", {"field": field})
-    resolved = candidate.resolve()
+    try:
+        resolved = candidate.resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError on 3.11)
+        raise InvalidRequest(f"{field} cannot be resolved: {exc}", {"field": field}) from None
     if not resolved.is_dir():
         raise InvalidRequest(f"{field} is not a directory: {path}", {"field": field})
     if not os.access(resolved, os.R_OK | os.X_OK):

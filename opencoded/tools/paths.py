@@ -28,10 +28,11 @@ def resolve_inside(root: Path, path: str | os.PathLike[str]) -> Path:
     if "\x00" in text:
         raise ToolError("path contains a NUL byte")
     real_root = Path(root).resolve()
-    candidate = Path(text).expanduser() if text.startswith("~") else Path(text)
-    if not candidate.is_absolute():
-        candidate = real_root / candidate
     try:
+        # `~user` of an unknown user: RuntimeError
+        candidate = Path(text).expanduser() if text.startswith("~") else Path(text)
+        if not candidate.is_absolute():
+            candidate = real_root / candidate
         resolved = candidate.resolve()
     except (RuntimeError, OSError) as exc:  # symlink loop (RuntimeError on 3.11)
         raise ToolError(f"cannot resolve path {text!r}: {exc}") from exc
