@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+
+import trio
+
+from opencoded.sessions import EventLog
+from opencoded.storage import SQLiteStore
 
 from .conftest import RunningDaemon
 
@@ -26,3 +32,31 @@ async def test_file_path_with_unknown_user_home_is_a_400(
             r = await c.get(f"/projects/{pid}/{route}", params={"path": "~no_such_user_x/f"})
             assert r.status_code == 400, r.text
             assert r.json()["error"]["details"]["field"] == "path"
+
+
+async def test_a_lost_event_write_does_not_hang_wait_committed(tmpdir_short: Path) -> None:
+    path = tmpdir_short / "opencode.db"
+    async with SQLiteStore(path) as store:
+        log = EventLog("session_x", store, 0)
+        with trio.fail_after(2):
+            await log.wait_committed(log.append("text-delta", {"text": "kept"}).seq)
+        conn = sqlite3.connect(path, timeout=10)
+        conn.execute(
+            "CREATE TRIGGER refuse_events BEFORE INSERT ON events"
+            " BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+        conn.commit()
+        lost = log.append("complete", {"status": "completed"})
+        with trio.fail_after(2):
+            await log.wait_committed(lost.seq)  # settled, though never stored
+        conn.execute("DROP TRIGGER refuse_events")
+        conn.commit()
+        conn.close()
+        after = log.append("text-delta", {"text": "later"})
+        with trio.fail_after(2):
+            await log.wait_committed(after.seq)
+        seen = []
+        with trio.fail_after(2):
+            async for event in log.follow(0, until_seq=after.seq):
+                seen.append(event.seq)
+        assert seen == [1, 3]  # the lost event is nowhere, the others are all there

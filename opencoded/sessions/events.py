@@ -40,7 +40,7 @@ class EventLog:
         self.session_id = session_id
         self._store = store
         self.last_seq = last_seq  # the last seq handed out
-        self.committed_seq = last_seq  # the last seq stored and published
+        self.committed_seq = last_seq  # the last seq stored and published (or lost)
         self._watchers: set[_Watcher] = set()
         self._committed = trio.Event()
         self._closed = False
@@ -49,7 +49,7 @@ class EventLog:
         """Give the event the next seq and queue it; watchers see it once it is stored."""
         self.last_seq += 1
         event = Event(self.session_id, self.last_seq, type, data, time.time())
-        self._store.append_event(event, self._on_commit)
+        self._store.append_event(event, self._on_commit, self._on_lost)
         return event
 
     async def wait_committed(self, seq: int) -> None:
@@ -67,6 +67,12 @@ class EventLog:
                 # Too far behind (or gone): drop it; follow() catches up from storage.
                 self._watchers.discard(watcher)
                 watcher.send.close()
+
+    def _on_lost(self, event: Event) -> None:
+        """The write failed: no one will see the event, but no one may wait for it either."""
+        self.committed_seq = max(self.committed_seq, event.seq)
+        self._committed.set()
+        self._committed = trio.Event()
 
     def _subscribe(self) -> tuple[_Watcher, int]:
         """Register a watcher; return it with the last seq it will not receive live."""

@@ -68,8 +68,14 @@ class Store(Protocol):
         """Give freed pages back to the file system (incrementally where possible)."""
 
     # events
-    def append_event(self, event: Event, on_commit: Callable[[Event], None]) -> None:
-        """Queue the event; on_commit runs on the Trio thread once it is durable."""
+    def append_event(
+        self,
+        event: Event,
+        on_commit: Callable[[Event], None],
+        on_lost: Callable[[Event], None] | None = None,
+    ) -> None:
+        """Queue the event; on_commit runs on the Trio thread once it is durable, or
+        on_lost (in the same order) if the write failed, so nobody waits for it forever."""
 
     async def flush(self) -> None:
         """Return once every write submitted before the call is committed."""

@@ -87,7 +87,7 @@ class _EventBatch:
 
     def __init__(self) -> None:
         self.rows: list[tuple] = []
-        self.items: list[tuple[Event, Callable[[Event], None]]] = []
+        self.items: list[tuple[Event, Callable[[Event], None], Callable[[Event], None] | None]] = []
         self.closed = False
 
 
@@ -408,18 +408,24 @@ class SQLiteStore:
 
     # ---- events --------------------------------------------------------------------
 
-    def append_event(self, event: Event, on_commit: Callable[[Event], None]) -> None:
+    def append_event(
+        self,
+        event: Event,
+        on_commit: Callable[[Event], None],
+        on_lost: Callable[[Event], None] | None = None,
+    ) -> None:
         row = (event.session_id, event.seq, event.type, json.dumps(event.data), event.created)
+        item = (event, on_commit, on_lost)
         batch = self._batch
         if batch is not None:
             with self._batch_lock:
                 if not batch.closed:
                     batch.rows.append(row)
-                    batch.items.append((event, on_commit))
+                    batch.items.append(item)
                     return
         batch = _EventBatch()
         batch.rows.append(row)
-        batch.items.append((event, on_commit))
+        batch.items.append(item)
         lock = self._batch_lock
 
         def run(c: sqlite3.Connection) -> set[int]:
@@ -428,10 +434,11 @@ class SQLiteStore:
             return _insert_events(c, batch.rows)
 
         def done(job: _Job) -> None:
-            if job.error is None:
-                for i, (committed, callback) in enumerate(batch.items):
-                    if i not in job.result:
-                        callback(committed)
+            for i, (written, committed, lost) in enumerate(batch.items):
+                if job.error is None and i not in job.result:
+                    committed(written)
+                elif lost is not None:
+                    lost(written)
 
         self._submit(run, done, savepoint=False)
         self._batch = batch
