@@ -5,9 +5,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 import trio
 
-from opencoded.sessions import EventLog
+from opencoded.errors import SessionBusy
+from opencoded.sessions import EventLog, SessionManager
 from opencoded.storage import SQLiteStore
 
 from .conftest import RunningDaemon
@@ -60,3 +62,15 @@ async def test_a_lost_event_write_does_not_hang_wait_committed(tmpdir_short: Pat
             async for event in log.follow(0, until_seq=after.seq):
                 seen.append(event.seq)
         assert seen == [1, 3]  # the lost event is nowhere, the others are all there
+
+
+async def test_no_session_runtime_opens_after_shutdown_began(tmpdir_short: Path) -> None:
+    async with SQLiteStore(tmpdir_short / "opencode.db") as store:
+        with trio.fail_after(2):  # a runtime opened after aclose() kept this nursery open
+            async with trio.open_nursery() as nursery:
+                manager = SessionManager(store, nursery)
+                await manager.runtime("session_open")
+                await manager.aclose()
+                with pytest.raises(SessionBusy):
+                    await manager.runtime("session_late")
+                assert manager.running_count == 0

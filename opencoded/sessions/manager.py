@@ -75,6 +75,9 @@ class SessionManager:
         while True:
             if (runtime := self._runtimes.get(session_id)) is not None:
                 return runtime
+            # A runtime opened after aclose() took its snapshot would never be closed,
+            # and its task would keep the daemon nursery (the shutdown) waiting forever.
+            self._refuse_if_stopping(session_id)
             if (opening := self._opening.get(session_id)) is not None:
                 await opening.wait()
                 continue
@@ -83,11 +86,18 @@ class SessionManager:
                 last_seq = await self.store.last_seq(session_id)
                 log_ = EventLog(session_id, self.store, last_seq)
                 runtime = await self._nursery.start(self._run_session, session_id, log_)
+                if self.stopping:  # aclose() ran while this one was opening
+                    runtime.closed.set()
+                    self._refuse_if_stopping(session_id)
                 self._runtimes[session_id] = runtime
                 return runtime
             finally:
                 del self._opening[session_id]
                 opening.set()
+
+    def _refuse_if_stopping(self, session_id: str) -> None:
+        if self.stopping:
+            raise SessionBusy("the daemon is shutting down", {"sessionId": session_id})
 
     async def _run_session(
         self, session_id: str, log_: EventLog, *, task_status: trio.TaskStatus[SessionRuntime]
