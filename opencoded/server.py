@@ -45,8 +45,11 @@ class StartupError(Exception):
 
 
 def prepare_data_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+    except OSError as exc:
+        raise StartupError(f"cannot use data dir {path}: {exc.strerror}") from None
 
 
 def _socket_is_live(path: Path) -> bool:
@@ -71,7 +74,10 @@ def claim_socket_path(path: Path) -> int:
     if len(os.fsencode(path)) > AF_UNIX_PATH_MAX:
         raise StartupError(f"socket path too long for AF_UNIX ({AF_UNIX_PATH_MAX} bytes): {path}")
     if not path.parent.exists():
-        path.parent.mkdir(parents=True, mode=0o700)
+        try:
+            path.parent.mkdir(parents=True, mode=0o700)
+        except OSError as exc:
+            raise StartupError(f"cannot create socket dir {path.parent}: {exc.strerror}") from None
     lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

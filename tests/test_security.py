@@ -132,3 +132,17 @@ async def test_non_loopback_bind_accepts_any_host_with_token(
     async with running.tcp(base_url=url, token=False) as c:
         assert (await c.get("/sessions", headers={"Host": "devbox.lan"})).status_code == 401
     await running.shutdown()
+
+
+async def test_query_token_only_for_browser_streams(daemon: RunningDaemon) -> None:
+    async with daemon.tcp(token=False) as c:
+        r = await c.get("/sessions", params={"token": daemon.token})
+        assert r.status_code == 401  # plain routes take the header only
+        sid_r = await c.post(
+            "/sessions", json={}, headers={"Authorization": f"Bearer {daemon.token}"}
+        )
+        sid = sid_r.json()["id"]
+        async with c.stream(
+            "GET", f"/sessions/{sid}/events", params={"token": daemon.token, "after": 0}
+        ) as r:
+            assert r.status_code == 200  # EventSource cannot set headers

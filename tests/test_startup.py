@@ -178,3 +178,13 @@ async def test_kill_9_during_creates_loses_nothing_answered(
     assert restarted.proc is not None
     restarted.proc.terminate()
     assert await restarted.wait() == 0
+
+
+def test_unusable_data_dir_is_one_clear_line(tmpdir_short: Path) -> None:
+    blocker = tmpdir_short / "file"
+    blocker.write_text("not a directory")
+    result = run_to_exit(["--data-dir", str(blocker / "data"), "--socket", str(tmpdir_short / "s")])
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"opencoded: cannot use data dir {blocker / 'data'}: Not a directory"
+    ]

@@ -121,6 +121,8 @@ async def _history_and_root(daemon: Daemon, session: Session) -> tuple[list[Mess
 
 
 def _check_free(daemon: Daemon, session_id: str, runtime: Any) -> None:
+    if runtime.closed.is_set():  # deleted while we were reading
+        raise SessionNotFound(session_id)
     if runtime.busy:
         raise _busy(session_id, runtime.turn)
     if daemon.sessions.stopping:

@@ -91,8 +91,11 @@ def create_app(daemon: Daemon, policy: Policy) -> QuartTrio:
     def guard(scope: dict, path: str, headers, args) -> Response | None:
         if over_unix_socket(scope):
             return None
+        # Browsers cannot set headers on WebSocket or EventSource requests; only those
+        # take `?token=`, so the token stays out of URLs (history, proxy logs) elsewhere.
+        browser_stream = scope["type"] == "websocket" or path.endswith("/events")
         try:
-            caller = policy.check_tcp(path, headers, args.get("token"))
+            caller = policy.check_tcp(path, headers, args.get("token") if browser_stream else None)
             if limiter is not None and caller != "anonymous":
                 limiter.check(caller)
         except ApiError as error:

@@ -10,7 +10,7 @@ from quart import Response, jsonify
 from quart_trio import QuartTrio
 
 from ...config import MAX_BODY_BYTES
-from ...errors import InvalidRequest, NotFound, PayloadTooLarge
+from ...errors import InvalidRequest, NotFound, PayloadTooLarge, PermissionDenied
 from ...projects import checked_directory, new_project, project_json
 from ...records import Project
 from ...tools.base import ToolError
@@ -87,8 +87,30 @@ def _entry(root: Path, entry: os.DirEntry) -> dict:
 def _listing(root: Path, directory: Path) -> list[dict]:
     if not directory.is_dir():
         raise InvalidRequest(f"not a directory: {directory.relative_to(root)}", {"field": "path"})
+    listed = []
     with os.scandir(directory) as entries:
-        return sorted((_entry(root, e) for e in entries), key=lambda e: e["name"])
+        for entry in entries:
+            try:
+                listed.append(_entry(root, entry))
+            except FileNotFoundError:
+                continue  # removed while we listed
+    return sorted(listed, key=lambda e: e["name"])
+
+
+async def _on_disk(fn, *args):
+    """Run blocking file work in a thread; file system refusals become API errors."""
+    try:
+        return await trio.to_thread.run_sync(fn, *args)
+    except PermissionError as exc:
+        raise PermissionDenied(
+            f"the daemon may not read {exc.filename}", {"field": "path"}
+        ) from None
+    except FileNotFoundError as exc:
+        raise NotFound(f"no such file or directory: {exc.filename}", {"field": "path"}) from None
+    except OSError as exc:
+        raise InvalidRequest(
+            f"cannot read {exc.filename}: {exc.strerror}", {"field": "path"}
+        ) from None
 
 
 async def list_files(project_id: str) -> Response:
@@ -98,7 +120,7 @@ async def list_files(project_id: str) -> Response:
     target = _confined(project.path, params.path)
     if not target.exists():
         raise NotFound(f"no such directory: {params.path}", {"path": params.path})
-    return jsonify(await trio.to_thread.run_sync(_listing, root, target))
+    return jsonify(await _on_disk(_listing, root, target))
 
 
 def _read_text(path: Path) -> bytes:
@@ -117,7 +139,7 @@ async def file_content(project_id: str) -> Response:
     target = _confined(project.path, params.path)
     if not target.exists():
         raise NotFound(f"no such file: {params.path}", {"path": params.path})
-    data = await trio.to_thread.run_sync(_read_text, target)
+    data = await _on_disk(_read_text, target)
     try:
         data.decode("utf-8")
         content_type = "text/plain; charset=utf-8"
