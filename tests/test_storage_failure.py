@@ -55,3 +55,24 @@ async def test_failed_turn_start_write_ends_the_turn(
         roles = [m["role"] for m in (await c.get(f"/sessions/{sid}/messages")).json()]
         assert roles == ["user", "assistant"]
     await running.shutdown()
+
+
+async def test_stream_ends_when_the_complete_event_cannot_be_stored(
+    nursery: trio.Nursery, fake: FakeLLM, tmp_path: Path
+) -> None:
+    running = await agent_daemon(nursery, fake)
+    async with running.unix() as c:
+        sid = await new_session(c, tmp_path)
+        conn = sqlite3.connect(running.data_dir / "opencode.db", timeout=10)
+        conn.execute(
+            "CREATE TRIGGER refuse_complete BEFORE INSERT ON events WHEN NEW.type = 'complete'"
+            " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+        conn.commit()
+        conn.close()
+        with trio.fail_after(10):  # before the fix this waited forever
+            r = await c.post(f"/sessions/{sid}/messages", json=message_body("hello"))
+        types = [json.loads(line)["type"] for line in r.text.splitlines() if line]
+        assert "text-delta" in types and "complete" not in types
+        assert (await c.get(f"/sessions/{sid}")).json()["status"] == "idle"
+    await running.shutdown()

@@ -56,6 +56,10 @@ def _wire_names(exc: InvalidRequest) -> InvalidRequest:
     return InvalidRequest(fixed["message"], fixed["details"])
 
 
+# Seconds of quiet after which a turn stream checks that its turn is still going.
+LOST_COMPLETE_CHECK = 1.0
+
+
 def ndjson_line(event: Any) -> bytes:
     return (
         json.dumps(
@@ -73,9 +77,16 @@ async def follow_turn(submitted: agent.SubmittedTurn) -> AsyncIterator[bytes]:
     most of what the daemon costs per token.
     """
     mine = submitted.message_id
-    async with aclosing(submitted.log.follow_batches(submitted.start_seq)) as batches:
+    log = submitted.log
+    follow = log.follow_batches(submitted.start_seq, heartbeat=LOST_COMPLETE_CHECK)
+    async with aclosing(follow) as batches:
         async for batch in batches:
-            if batch is None:  # no heartbeat was asked for; never happens
+            if batch is None:
+                # Quiet for a while. If the turn has ended and everything it appended
+                # has been dealt with, its `complete` could not be stored (disk full):
+                # end the stream rather than wait for an event that will never come.
+                if submitted.running.done.is_set() and log.committed_seq >= log.last_seq:
+                    return
                 continue
             lines = []
             for event in batch:
