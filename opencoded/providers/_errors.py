@@ -118,6 +118,35 @@ def stream_cut(provider: str, exc: BaseException | None = None) -> ProviderError
     )
 
 
+def from_sdk(
+    provider: str,
+    sdk: Any,
+    exc: Exception,
+    *,
+    transport_error: type[BaseException] | tuple[type[BaseException], ...],
+    key_hint: str,
+    midstream: bool = False,
+) -> ProviderError:
+    """Classify an exception raised by the anthropic or openai SDK (same hierarchy)."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, sdk.APIStatusError):
+        return from_status(
+            provider,
+            exc.status_code,
+            exc.response.headers,
+            exc.body,
+            key_hint=key_hint,
+            fallback=exc.message,
+        )
+    if isinstance(exc, sdk.APIConnectionError | transport_error):
+        return stream_cut(provider, exc) if midstream else connection_error(provider, exc)
+    if isinstance(exc, sdk.APIError):
+        # An error object inside the stream: the server failed while answering.
+        return ProviderError(f"{provider} error: {exc.message}", retryable=True)
+    return ProviderError(f"{provider}: unexpected failure: {exc!r}")
+
+
 def parse_tool_input(raw: str) -> dict[str, Any]:
     """Parse streamed tool input; see base.INVALID_INPUT_KEY for what bad input becomes."""
     if not raw.strip():

@@ -267,25 +267,14 @@ class AnthropicProvider:
         )
 
     def _map(self, exc: Exception, midstream: bool = False) -> ProviderError:
-        sdk = self._sdk
-        if isinstance(exc, ProviderError):
-            return exc
-        if isinstance(exc, sdk.APIStatusError):
-            return _errors.from_status(
-                self.id,
-                exc.status_code,
-                exc.response.headers,
-                exc.body,
-                key_hint=self._key_hint,
-                fallback=exc.message,
-            )
-        if isinstance(exc, sdk.APIConnectionError | self._transport_error):
-            return (
-                _errors.stream_cut(self.id, exc)
-                if midstream
-                else _errors.connection_error(self.id, exc)
-            )
-        return ProviderError(f"{self.id}: unexpected failure: {exc!r}")
+        return _errors.from_sdk(
+            self.id,
+            self._sdk,
+            exc,
+            transport_error=self._transport_error,
+            key_hint=self._key_hint,
+            midstream=midstream,
+        )
 
     async def aclose(self) -> None:
         await self._client.close()
