@@ -5,7 +5,7 @@ Other modules add subcommands with ``@sessions.group.command()`` (e.g. ``session
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -53,13 +53,20 @@ def list_sessions(
             s.id,
             s.status,
             when(s.updated or s.created),
-            f"{s.provider}/{s.model}",
+            model_label(s),
             s.directory,
             s.title,
         )
         for s in items
     ]
     table(("ID", "STATUS", "UPDATED", "MODEL", "DIRECTORY", "TITLE"), rows)
+
+
+def model_label(s: Any) -> str:
+    """`provider/model`, or `default` when the session follows the daemon's default."""
+    if s.model is None:
+        return f"{s.provider}/default" if s.provider else "default"
+    return f"{s.provider}/{s.model}" if s.provider else s.model
 
 
 @group.command()
@@ -75,7 +82,7 @@ def show(session_id: IdArg, url: UrlOpt = None, json_: JsonOpt = False) -> None:
         ("id", s.id),
         ("title", s.title),
         ("status", s.status),
-        ("model", f"{s.provider}/{s.model}"),
+        ("model", model_label(s)),
         ("project", s.project),
         ("directory", s.directory),
         ("created", when(s.created)),
