@@ -244,6 +244,19 @@ def test_unknown_session_exits_1_with_the_api_message(daemon: DaemonProcess) -> 
         assert res.stdout == ""
 
 
+def test_send_without_a_provider_leaves_no_empty_session(workdir: Path) -> None:
+    d = start_daemon(config={"provider": {}, "model": None})
+    try:
+        res = run_cli("send", "--no-start", "hello", env=d.env(), cwd=workdir)
+        assert res.returncode == 1
+        assert "no model provider is configured" in res.stderr
+        with client(d) as c:
+            assert c.sessions.list() == []
+    finally:
+        d.stop()
+        rmtree(d.tmp)
+
+
 def test_projects_add_list_remove_and_files(daemon: DaemonProcess, workdir: Path) -> None:
     added = run_cli("projects", "add", "demo", str(workdir), env=daemon.env())
     assert added.returncode == 0, added.stderr

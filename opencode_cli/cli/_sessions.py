@@ -31,7 +31,8 @@ def latest_for_directory(client: Client, directory: str) -> str | None:
 
 def choose_session(
     client: Client, *, session: str | None, cont: bool, model: str | None, title: str | None = None
-) -> str:
+) -> tuple[str, bool]:
+    """The session to talk to, and whether it was created just now."""
     if session and cont:
         raise usage_error("use either --session or --continue, not both")
     if session and model:
@@ -39,14 +40,14 @@ def choose_session(
     provider, name = split_model(model)
     directory = os.path.realpath(os.getcwd())
     if session:
-        return session
+        return session, False
     if cont:
         found = latest_for_directory(client, directory)
         if found:
             if model:
                 warn("--model ignored: continuing an existing session")
-            return found
+            return found, False
     created = client.sessions.create(
         provider=provider, model=name, directory=directory, title=title
     )
-    return created.id
+    return created.id, True

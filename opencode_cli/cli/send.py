@@ -38,15 +38,24 @@ def send(
     no_start: NoStartOpt = False,
 ) -> None:
     """Send a message and stream the reply (a new session in this directory unless told)."""
+    from opencode_cli import InvalidRequestError
+
     from ._output import error
     from ._sessions import choose_session
     from ._turn import JsonRenderer, TextRenderer, permission_policy, run_turn
 
     text = _message_text(message)
     c = client(url, autostart=True, no_start=no_start)
-    sid = choose_session(c, session=session, cont=cont, model=model, title=title)
+    sid, created = choose_session(c, session=session, cont=cont, model=model, title=title)
     render = JsonRenderer() if json_ else TextRenderer()
-    status = run_turn(c, sid, text, render, permission_policy(yes, render.note))
+    try:
+        status = run_turn(c, sid, text, render, permission_policy(yes, render.note))
+    except InvalidRequestError:
+        # Refused before anything was stored (e.g. no provider configured): do not leave
+        # an empty session behind for every failed attempt.
+        if created:
+            c.sessions.delete(sid)
+        raise
     if status != "completed":
         if not json_:
             error(f"turn ended with status {status!r} (session {sid})")

@@ -43,7 +43,7 @@ def tui(
         import readline  # noqa: F401  (line editing and history for input())
 
     c = client(url, autostart=True, no_start=no_start)
-    sid = choose_session(c, session=session, cont=cont, model=model)
+    sid, _ = choose_session(c, session=session, cont=cont, model=model)
     out(paint(f"opencode · session {sid}", "bold", sys.stdout))
     out(paint(HELP, "dim", sys.stdout))
     render = TextRenderer()
