@@ -19,6 +19,7 @@ from ..errors import InvalidRequest, NotFound, SessionBusy, SessionNotFound
 from ..providers.base import ProviderError
 from ..records import Message, Session, Turn, new_id, now
 from ..sessions import EventLog, RunningTurn
+from ..storage.base import SessionSnapshot
 from .permissions import RESPONSES, agent_state
 from .turn import AgentTurn, TurnPlan
 
@@ -76,6 +77,13 @@ async def _load_session(daemon: Daemon, session_id: str) -> Session:
     return session
 
 
+async def _snapshot(daemon: Daemon, session_id: str, *, with_last_seq: bool) -> SessionSnapshot:
+    snapshot = await daemon.store.session_snapshot(session_id, with_last_seq=with_last_seq)
+    if snapshot is None:
+        raise SessionNotFound(session_id)
+    return snapshot
+
+
 def _busy(session_id: str, turn: RunningTurn | None) -> SessionBusy:
     return SessionBusy(
         "a turn is already running in this session",
@@ -105,21 +113,6 @@ async def _project_root(daemon: Daemon, session: Session) -> Path:
     return Path(path)
 
 
-async def _history_and_root(daemon: Daemon, session: Session) -> tuple[list[Message], Path]:
-    """The stored conversation and the project root, read concurrently when both are due."""
-    if session.project is None or session.project in agent_state(daemon).project_paths:
-        return await daemon.store.list_messages(session.id), await _project_root(daemon, session)
-    found: dict[str, Any] = {}
-
-    async def history() -> None:
-        found["history"] = await daemon.store.list_messages(session.id)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(history)
-        root = await _project_root(daemon, session)
-    return found["history"], root
-
-
 def _check_free(daemon: Daemon, session_id: str, runtime: Any) -> None:
     if runtime.closed.is_set():  # deleted while we were reading
         raise SessionNotFound(session_id)
@@ -142,17 +135,25 @@ async def submit_message(daemon: Daemon, session_id: str, parts: list[dict]) -> 
     turn awaits their outcome before it handles its first provider event (a failed write
     ends it with `error` + `complete`). `SubmittedTurn.recorded` is that outcome.
     """
-    session = await _load_session(daemon, session_id)
-    clean = validate_parts(parts)
     state = agent_state(daemon)
     lock = state.submit_locks.setdefault(session_id, trio.Lock())
     try:
         async with lock:
-            runtime = await daemon.sessions.runtime(session_id)
+            # One storage read gives the session, its history and, for a runtime not yet
+            # open, its last seq. The history is complete if no turn ran during the read:
+            # none can start while we hold the lock, so only one running already can.
+            runtime = daemon.sessions.opened(session_id)
+            ran = runtime is not None and runtime.busy
+            snapshot = await _snapshot(daemon, session_id, with_last_seq=runtime is None)
+            clean = validate_parts(parts)
+            if runtime is None:
+                runtime = await daemon.sessions.runtime(session_id, snapshot.last_seq)
             _check_free(daemon, session_id, runtime)
+            if ran:  # it has ended since: read what it stored
+                snapshot = await _snapshot(daemon, session_id, with_last_seq=False)
+            session, history = snapshot.session, snapshot.messages
             provider_id, model = _resolve_model(daemon, session)
-            # Read after the busy check: the previous turn has stored everything by then.
-            history, root = await _history_and_root(daemon, session)
+            root = await _project_root(daemon, session)
             _check_free(daemon, session_id, runtime)  # nothing awaits from here on
             turn_id, user_id, reply_id = new_id("turn"), new_id("msg"), new_id("msg")
             user = Message(user_id, session_id, turn_id, "user", clean, now())

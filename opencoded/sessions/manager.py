@@ -70,8 +70,17 @@ class SessionManager:
     def notify(self, kind: str, session_id: str, **extra: Any) -> None:
         self.feed.publish({"type": kind, "session_id": session_id, **extra})
 
-    async def runtime(self, session_id: str) -> SessionRuntime:
-        """The session's runtime, opened on first use (one per session, race-free)."""
+    def opened(self, session_id: str) -> SessionRuntime | None:
+        """The session's runtime if it is open already (no storage read, no wait)."""
+        return self._runtimes.get(session_id)
+
+    async def runtime(self, session_id: str, last_seq: int | None = None) -> SessionRuntime:
+        """The session's runtime, opened on first use (one per session, race-free).
+
+        `last_seq`: the session's last stored event seq, when the caller has just read it
+        (saves a storage round trip). Only events appended through an open runtime exist,
+        so a value read while the runtime was closed is still current when it opens.
+        """
         while True:
             if (runtime := self._runtimes.get(session_id)) is not None:
                 return runtime
@@ -83,7 +92,8 @@ class SessionManager:
                 continue
             self._opening[session_id] = opening = trio.Event()
             try:
-                last_seq = await self.store.last_seq(session_id)
+                if last_seq is None:
+                    last_seq = await self.store.last_seq(session_id)
                 log_ = EventLog(session_id, self.store, last_seq)
                 runtime = await self._nursery.start(self._run_session, session_id, log_)
                 if self.stopping:  # aclose() ran while this one was opening

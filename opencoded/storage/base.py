@@ -13,11 +13,22 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+import attrs
+
 from ..records import Event, Message, PermissionRequest, Project, Session, Turn
 
 
 class StoreError(Exception):
     """The database failed (disk full, corrupt file...)."""
+
+
+@attrs.frozen
+class SessionSnapshot:
+    """A session with what starting a turn needs from storage, read in one go."""
+
+    session: Session
+    messages: list[Message]  # in order
+    last_seq: int | None  # None unless asked for
 
 
 class PendingWrite(Protocol):
@@ -114,3 +125,14 @@ class Store(Protocol):
 
     async def stale_sessions(self, updated_before: int) -> list[str]:
         """Ids of the sessions not updated since `updated_before` (retention candidates)."""
+
+    # the turn-start read
+    async def session_snapshot(
+        self, session_id: str, *, with_last_seq: bool
+    ) -> SessionSnapshot | None:
+        """The session, its messages and (if asked) its last event seq; None if unknown.
+
+        One call instead of get_session + list_messages + last_seq: each store call is a
+        worker-thread round trip, and three of them were a fifth of what the daemon added
+        to a turn's first token.
+        """

@@ -29,7 +29,7 @@ import attrs
 import trio
 
 from ..records import Event, Message, PermissionRequest, Project, Session, Turn
-from .base import StoreError
+from .base import SessionSnapshot, StoreError
 from .migrations import migrate
 
 T = TypeVar("T")
@@ -456,11 +456,7 @@ class SQLiteStore:
         return [Event(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
     async def last_seq(self, session_id: str) -> int:
-        row = await self._read(
-            lambda c: c.execute(
-                "SELECT max(seq) FROM events WHERE session_id = ?", (session_id,)
-            ).fetchone()
-        )
+        row = await self._read(lambda c: c.execute(_LAST_SEQ_SQL, (session_id,)).fetchone())
         return row[0] or 0
 
     # ---- messages, turns, permissions ---------------------------------------------
@@ -487,14 +483,8 @@ class SQLiteStore:
         return pending
 
     async def list_messages(self, session_id: str) -> list[Message]:
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT id, session_id, turn_id, role, parts, created FROM messages"
-                " WHERE session_id = ? ORDER BY ord",
-                (session_id,),
-            ).fetchall()
-        )
-        return [Message(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+        rows = await self._read(lambda c: c.execute(_MESSAGES_SQL, (session_id,)).fetchall())
+        return _messages(rows)
 
     async def save_turn(self, turn: Turn) -> None:
         row = (
@@ -595,11 +585,35 @@ class SQLiteStore:
         )
         return [r[0] for r in rows]
 
+    async def session_snapshot(
+        self, session_id: str, *, with_last_seq: bool
+    ) -> SessionSnapshot | None:
+        def run(c: sqlite3.Connection) -> SessionSnapshot | None:
+            row = c.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            rows = c.execute(_MESSAGES_SQL, (session_id,)).fetchall()
+            last_seq = None
+            if with_last_seq:
+                last_seq = c.execute(_LAST_SEQ_SQL, (session_id,)).fetchone()[0] or 0
+            return SessionSnapshot(_session(row), _messages(rows), last_seq)
+
+        return await self._read(run)
+
 
 _INSERT_EVENT = "INSERT INTO events VALUES (?,?,?,?,?)"
-
-
 _ROWS_PER_INSERT = 500  # 5 parameters a row, well under SQLite's 32766 limit
+_LAST_SEQ_SQL = "SELECT max(seq) FROM events WHERE session_id = ?"
+_MESSAGES_SQL = (
+    "SELECT id, session_id, turn_id, role, parts, created FROM messages"
+    " WHERE session_id = ? ORDER BY ord"
+)
+
+
+def _messages(rows: list[tuple]) -> list[Message]:
+    return [Message(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
 
 
 def _insert_events(c: sqlite3.Connection, rows: list[tuple]) -> set[int]:
