@@ -82,7 +82,11 @@ async def serve(tmp: Path) -> None:
 async def append_events(
     daemon: Any, tmp: Path, sid: str, n: int, watchers: int, rate: float
 ) -> None:
-    log = (await daemon.sessions.runtime(sid)).log
+    async with daemon.sessions.hold(sid) as runtime:
+        await _append_events(runtime.log, tmp, n, watchers, rate)
+
+
+async def _append_events(log: Any, tmp: Path, n: int, watchers: int, rate: float) -> None:
     with trio.fail_after(60):
         while log.watcher_count < watchers:
             await trio.sleep(0.01)
@@ -97,7 +101,7 @@ async def append_events(
     text = "token "  # a typical delta is a word or two
     start = time.monotonic()
     for i in range(n):
-        log.append("text-delta", {"message_id": "msg_bench", "text": text})
+        await log.append("text-delta", {"message_id": "msg_bench", "text": text})
         if rate > 0:
             delay = start + (i + 1) / rate - time.monotonic()
             if delay > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import time
@@ -48,6 +49,29 @@ class Daemon:
     @property
     def uptime(self) -> float:
         return time.monotonic() - self.started
+
+
+class DataDirBusy(Exception):
+    """Another daemon uses the data dir."""
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Take the data dir for this process (an flock held until the fd is closed).
+
+    Two daemons on one data dir would both run crash recovery and write into each
+    other's event logs. The lock file holds the owner's pid, for the error message.
+    Returns the fd; DataDirBusy (naming the other pid) if another process holds it.
+    """
+    fd = os.open(data_dir / "opencoded.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DataDirBusy(f"another opencoded (pid {other}) is using data dir {data_dir}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def ensure_token(data_dir: Path) -> str:

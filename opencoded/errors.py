@@ -84,6 +84,13 @@ class ServiceUnavailable(ApiError):
     status = 503
 
 
+class StorageUnavailable(ApiError):
+    """The database failed (disk full, I/O error): nothing was stored for this request."""
+
+    code = "STORAGE_ERROR"
+    status = 503
+
+
 class InternalError(ApiError):
     code = "INTERNAL_ERROR"
     status = 500

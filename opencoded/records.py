@@ -89,6 +89,7 @@ class Turn:
     input_tokens: int = 0
     output_tokens: int = 0
     cost: float = 0.0
+    alive: float | None = None  # last known alive while running (see recovery)
 
 
 @attrs.frozen

@@ -24,11 +24,12 @@ import time
 
 import attrs
 
-from .records import Event, Turn
+from .records import Event, Message, Turn
 from .storage import Store
 
 log = logging.getLogger(__name__)
 
+OPEN = ("pending", "waiting", "running")  # tool part states of a call not finished
 INTERRUPTED_MESSAGE = (
     "the daemon stopped while this turn was running (crash or kill); the turn was not finished"
 )
@@ -38,31 +39,33 @@ async def recover(store: Store) -> list[Turn]:
     """Close every turn left running; return them as they are now stored."""
     closed = []
     for turn in await store.running_turns():
-        closed.append(await _close(store, turn))
-    expired = await store.expire_permissions([t.id for t in closed])
+        closed.append(await _close(store, turn))  # also expires its permission requests
     if closed:
         log.warning(
             "recovered from an unclean stop: %d turn(s) marked interrupted, "
-            "%d pending permission request(s) expired",
+            "their pending permission requests expired",
             len(closed),
-            expired,
         )
     return closed
 
 
 async def _close(store: Store, turn: Turn) -> Turn:
-    last_seq = await store.last_seq(turn.session_id)
+    last_seq = await store.last_seq(turn.session_id) or 0
     last = await store.read_events(turn.session_id, after=last_seq - 1, limit=1)
     last_event = last[0] if last else None
+    message = await _interrupted_message(store, turn)
     if _is_complete_of(last_event, turn):
         assert last_event is not None
         data = last_event.data
         final = attrs.evolve(
             turn, status=data.get("status", "interrupted"), ended=last_event.created
         )
-        await store.close_turn(final, [])
+        await store.close_turn(final, [], message)
         return final
-    ended = last_event.created if last_event and last_event.created >= turn.started else time.time()
+    # The turn ran at least until its last event and its last "alive" mark; a daemon
+    # killed in a long tool call wrote no event for a while, but marked it alive.
+    known = [t for t in (turn.alive, last_event.created if last_event else None) if t]
+    ended = max([turn.started, *known])
     final = attrs.evolve(turn, status="interrupted", ended=ended)
     events = [
         Event(
@@ -74,8 +77,22 @@ async def _close(store: Store, turn: Turn) -> Turn:
         ),
         Event(turn.session_id, last_seq + 2, "complete", complete_data(final), time.time()),
     ]
-    await store.close_turn(final, events)
+    await store.close_turn(final, events, message)
     return final
+
+
+async def _interrupted_message(store: Store, turn: Turn) -> Message | None:
+    """The turn's assistant message with its unfinished tool calls marked interrupted
+    (None if it has none): no stored part may say `running` for a turn that is over."""
+    for message in await store.list_messages(turn.session_id):
+        if message.id != turn.message_id:
+            continue
+        parts = [dict(p) for p in message.parts]
+        unfinished = [p for p in parts if p.get("type") == "tool" and p.get("status") in OPEN]
+        for part in unfinished:
+            part["status"] = "interrupted"
+        return attrs.evolve(message, parts=parts) if unfinished else None
+    return None
 
 
 def _is_complete_of(event: Event | None, turn: Turn) -> bool:

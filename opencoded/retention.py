@@ -26,12 +26,9 @@ async def prune(daemon: Daemon, older_than_days: float) -> list[str]:
     """Remove idle sessions not updated for `older_than_days`; return their ids."""
     cutoff = now() - math.floor(older_than_days * DAY)
     stale = await daemon.store.stale_sessions(cutoff)
-    busy = [sid for sid in stale if daemon.sessions.status(sid) == "busy"]
-    deleted = await daemon.store.prune_idle_sessions(cutoff, busy)
-    for session_id in deleted:
-        # Drop any live runtime (watchers following an idle session get their streams closed).
-        await daemon.sessions.close_session(session_id)
-        daemon.sessions.notify("session.deleted", session_id)
+    # Each session is deleted under its lock, so none can start a turn meanwhile; one
+    # running a turn is kept.
+    deleted = await daemon.sessions.prune(stale, cutoff)
     if deleted:
         await daemon.store.vacuum()
         log.info(

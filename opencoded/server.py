@@ -14,6 +14,8 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
@@ -23,21 +25,20 @@ from hypercorn.trio import serve
 
 from . import recovery, retention, systemd
 from .config import Config, ConfigError
-from .daemon import Daemon, Endpoints, ensure_token
+from .daemon import Daemon, DataDirBusy, Endpoints, ensure_token, lock_data_dir
+from .http import hypercorn_fixes
 from .http.app import create_app
 from .http.routes import streams
 from .http.security import Policy, is_loopback
 from .paths import AF_UNIX_PATH_MAX
 from .providers.registry import ProviderRegistry
-from .sessions import SessionManager
-from .storage import SQLiteStore
+from .sessions import open_session_manager
+from .storage import SQLiteBackend, Store, StoreError, open_store
 
 log = logging.getLogger("opencoded")
 GRACEFUL_TIMEOUT = 2.0
 SWITCH_INTERVAL = 0.0005  # seconds; see run_daemon
 DISCOVERY_TIMEOUT = 10.0
-# Aborting turns + hypercorn's drain must stay under the contract's 5 s exit.
-ABORT_BUDGET = 2.5
 
 
 class StartupError(Exception):
@@ -155,6 +156,7 @@ async def run_daemon(
 ) -> None:
     """Run until `stop` is set (or SIGTERM/SIGINT when run from main)."""
     check_config(config)
+    hypercorn_fixes.apply()
     # The storage writer and reader threads give up the GIL around every SQLite call and
     # must take it back from a Trio thread that, under load, never blocks: with the
     # default 5 ms switch interval each retake can wait 5 ms, and a commit makes
@@ -164,6 +166,17 @@ async def run_daemon(
     stop = stop if stop is not None else trio.Event()
     data_dir = config.data_path
     prepare_data_dir(data_dir)
+    try:
+        data_lock = lock_data_dir(data_dir)
+    except DataDirBusy as exc:
+        raise StartupError(str(exc)) from None
+    try:
+        await _run_locked(config, data_dir, cors_flag, stop, task_status)
+    finally:
+        os.close(data_lock)
+
+
+async def _run_locked(config, data_dir, cors_flag, stop, task_status) -> None:
     token = ensure_token(data_dir)
     try:
         passed = systemd.listen_fds()
@@ -172,7 +185,7 @@ async def run_daemon(
     socket_path = None if any(p.is_unix for p in passed) else config.socket_path
     lock_fd = claim_socket_path(socket_path) if socket_path else None
     try:
-        async with SQLiteStore(data_dir / "opencode.db") as store:
+        async with _open_store(data_dir) as store:
             await recovery.recover(store)
             await _serve(config, store, token, socket_path, passed, cors_flag, stop, task_status)
     finally:
@@ -183,11 +196,24 @@ async def run_daemon(
             os.close(lock_fd)
 
 
+@asynccontextmanager
+async def _open_store(data_dir: Path) -> AsyncIterator[Store]:
+    """The store, or a one-line StartupError if the database cannot be opened."""
+    opened = False
+    try:
+        async with open_store(SQLiteBackend(data_dir / "opencode.db")) as store:
+            opened = True
+            yield store
+    except StoreError as exc:
+        if opened:
+            raise
+        raise StartupError(str(exc)) from None
+
+
 async def _serve(config, store, token, socket_path, passed, cors_flag, stop, task_status) -> None:
     providers = ProviderRegistry(config.provider, os.environ)
     try:
-        async with trio.open_nursery() as nursery:
-            sessions = SessionManager(store, nursery)
+        async with open_session_manager(store) as sessions, trio.open_nursery() as nursery:
             daemon = Daemon(config, store, sessions, providers, token, nursery)
             app = daemon.app = create_app(daemon, Policy.from_config(config, token, cors_flag))
             hc = hypercorn_config(config, socket_path, passed)
@@ -207,9 +233,7 @@ async def _serve(config, store, token, socket_path, passed, cors_flag, stop, tas
             systemd.notify("STOPPING=1")
             background.cancel()
             daemon.stopping.set()
-            with trio.move_on_after(ABORT_BUDGET) as scope:
-                scope.shield = True
-                await sessions.aclose()
+            await sessions.aclose()  # bounded: see sessions.manager
             hypercorn_stop.set()
     finally:
         with trio.CancelScope(shield=True):

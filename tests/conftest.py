@@ -6,6 +6,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,10 @@ class RunningDaemon:
     data_dir: Path
     tcp_url: str
     token: str
+    holds: AsyncExitStack = attrs.Factory(AsyncExitStack)  # runtimes a test holds open
 
     async def shutdown(self) -> None:
+        await self.holds.aclose()
         self.stop.set()
         with trio.fail_after(10):
             await self.finished.wait()

@@ -7,11 +7,14 @@ SIGKILL is exactly what was committed), then a real daemon is started on it.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from opencoded.records import Event, Message, PermissionRequest, Session, Turn, new_id, now
@@ -29,7 +32,7 @@ def unix(path: Path) -> httpx.AsyncClient:
 
 
 async def append(store: SQLiteStore, session_id: str, seq: int, type_: str, data: dict) -> None:
-    store.append_event(Event(session_id, seq, type_, data, time.time()), lambda e: None)
+    await store.append_event(Event(session_id, seq, type_, data, time.time()), lambda e: None)
 
 
 async def left_running(data_dir: Path, directory: Path) -> dict[str, str]:
@@ -126,8 +129,9 @@ async def test_a_turn_left_running_is_interrupted(
             assert (await client.get(f"/sessions/{sid}")).json()["status"] == "idle"
         assert (await client.get("/health")).json()["sessions_running"] == 0
     # A new event in that session continues the numbering (the log knows seq 5).
-    runtime = await running.daemon.sessions.runtime(ids["session"])
-    assert runtime.log.append("text-delta", {"message_id": "m", "text": "x"}).seq == 6
+    async with running.daemon.sessions.hold(ids["session"]) as runtime:
+        event = await runtime.log.append("text-delta", {"message_id": "m", "text": "x"})
+    assert event.seq == 6
     await running.shutdown()
 
 
@@ -182,13 +186,31 @@ async def test_health_reports_and_fails_with_the_database(
         body = ok.json()
         assert body["status"] == "ok" and body["database"] == "ok"
         assert body["version"] and body["uptime"] >= 0 and body["sessions_running"] == 0
-        # The database stops answering under the running daemon: its writer goes away.
-        await running.daemon.store.__aexit__(None, None, None)
-        failed = await client.get("/health")
-        assert failed.status_code == 503
-        assert failed.json()["status"] == "error"
-        assert failed.json()["database"].startswith("error: ")
+        # The database's files stop taking writes under the running daemon (immutable):
+        # a write fails with a clear error, and health says so until writes work again.
+        wal = running.data_dir / "opencode.db-wal"
+        set_immutable(wal, True)
+        try:
+            refused = await client.post("/sessions", json={})
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "STORAGE_ERROR"
+            failed = await client.get("/health")
+            assert failed.status_code == 503
+            assert failed.json()["status"] == "error"
+            assert failed.json()["database"].startswith("error: ")
+        finally:
+            set_immutable(wal, False)
+        assert (await client.post("/sessions", json={})).status_code == 201
+        assert (await client.get("/health")).status_code == 200
     await running.shutdown()
+
+
+def set_immutable(path: Path, on: bool) -> None:
+    done = subprocess.run(["chattr", "+i" if on else "-i", str(path)], capture_output=True)
+    if done.returncode != 0:
+        if os.environ.get("CI"):
+            raise AssertionError(f"chattr failed in CI: {done.stderr!r}")
+        pytest.skip(f"chattr is not allowed here: {done.stderr.decode().strip()}")
 
 
 async def test_health_fails_on_a_corrupt_database_file(

@@ -32,7 +32,7 @@ async def make_session(store: SQLiteStore, directory: Path, *, events: int, age_
     )
     for seq in range(1, events + 1):
         event = Event(sid, seq, "text-delta", {"message_id": "m", "text": PAYLOAD}, time.time())
-        store.append_event(event, lambda e: None)
+        await store.append_event(event, lambda e: None)
     await store.save_message(
         Message(new_id("msg"), sid, "turn", "user", [{"type": "text", "text": "hi"}], updated)
     )
@@ -92,7 +92,9 @@ async def test_a_busy_session_is_never_pruned(nursery: trio.Nursery, tmpdir_shor
     async def body(runtime: object, turn: object) -> None:
         await release.wait()
 
-    turn = await sessions.start_turn(sid, "turn_x", "msg_x", body)
+    async with sessions.locked(sid):
+        runtime = sessions.open_locked(sid, await store.last_seq(sid) or 0)
+        turn = sessions.start_turn(runtime, "turn_x", "msg_x", body)
     async with running.unix() as client:
         response = await client.post("/sessions/prune", json={"older_than_days": 1})
         assert response.json() == {"deleted": []}

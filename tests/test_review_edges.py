@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from opencoded.errors import SessionBusy
+from opencoded.records import Session
 from opencoded.sessions import EventLog, SessionManager
 from opencoded.storage import SQLiteStore
 
@@ -39,22 +40,23 @@ async def test_file_path_with_unknown_user_home_is_a_400(
 async def test_a_lost_event_write_does_not_hang_wait_committed(tmpdir_short: Path) -> None:
     path = tmpdir_short / "opencode.db"
     async with SQLiteStore(path) as store:
+        await store.create_session(Session("session_x", 1, 1, None, None, None, "/tmp", "t"))
         log = EventLog("session_x", store, 0)
         with trio.fail_after(2):
-            await log.wait_committed(log.append("text-delta", {"text": "kept"}).seq)
+            await log.wait_committed((await log.append("text-delta", {"text": "kept"})).seq)
         conn = sqlite3.connect(path, timeout=10)
         conn.execute(
             "CREATE TRIGGER refuse_events BEFORE INSERT ON events"
             " BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
         )
         conn.commit()
-        lost = log.append("complete", {"status": "completed"})
+        lost = await log.append("complete", {"status": "completed"})
         with trio.fail_after(2):
             await log.wait_committed(lost.seq)  # settled, though never stored
         conn.execute("DROP TRIGGER refuse_events")
         conn.commit()
         conn.close()
-        after = log.append("text-delta", {"text": "later"})
+        after = await log.append("text-delta", {"text": "later"})
         with trio.fail_after(2):
             await log.wait_committed(after.seq)
         seen = []
@@ -69,8 +71,12 @@ async def test_no_session_runtime_opens_after_shutdown_began(tmpdir_short: Path)
         with trio.fail_after(2):  # a runtime opened after aclose() kept this nursery open
             async with trio.open_nursery() as nursery:
                 manager = SessionManager(store, nursery)
-                await manager.runtime("session_open")
+                for sid in ("session_open", "session_late"):
+                    await store.create_session(Session(sid, 1, 1, None, None, None, "/tmp", "t"))
+                async with manager.hold("session_open"):
+                    pass
                 await manager.aclose()
                 with pytest.raises(SessionBusy):
-                    await manager.runtime("session_late")
-                assert manager.running_count == 0
+                    async with manager.hold("session_late"):
+                        pass
+                assert manager.running_count == 0 and manager.open_count == 0

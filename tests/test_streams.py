@@ -66,7 +66,8 @@ async def new_session(daemon: RunningDaemon, directory: Path | None = None) -> s
 
 
 async def log_of(daemon: RunningDaemon, sid: str) -> EventLog:
-    return (await daemon.daemon.sessions.runtime(sid)).log
+    """The session's log, held open until the daemon's shutdown()."""
+    return (await daemon.holds.enter_async_context(daemon.daemon.sessions.hold(sid))).log
 
 
 def ws_url(daemon: RunningDaemon, path: str) -> str:
@@ -176,7 +177,7 @@ def flat(event: dict[str, Any]) -> dict[str, Any]:
 async def append_n(log: EventLog, n: int, text: str = "x") -> int:
     last = 0
     for i in range(n):
-        last = log.append("text-delta", {"message_id": "msg_t", "text": f"{text}{i}"}).seq
+        last = (await log.append("text-delta", {"message_id": "msg_t", "text": f"{text}{i}"})).seq
     return last
 
 
@@ -242,7 +243,7 @@ async def test_reconnect_with_after_gets_exactly_the_missing_events(
     await append_n(log, 20, "missed")
     async with tcp_ws(daemon, sid, "?after=13") as ws:
         resumed = await frames_upto(ws, 35)
-        marker = log.append("complete", {"message_id": "msg_t", "status": "completed"})
+        marker = await log.append("complete", {"message_id": "msg_t", "status": "completed"})
         tail = await next_frame(ws)
     assert seen == list(range(1, 14))
     assert [f["seq"] for f in resumed] == list(range(14, 36))
@@ -279,7 +280,7 @@ async def test_without_after_the_websocket_starts_live(daemon: RunningDaemon) ->
     await log.wait_committed(old)
     async with tcp_ws(daemon, sid) as ws:
         await _wait_watchers(log, 1)
-        new = log.append("message", {"id": "m1", "role": "assistant", "content": "hi"})
+        new = await log.append("message", {"id": "m1", "role": "assistant", "content": "hi"})
         frame = await next_frame(ws)
     assert frame == {
         "type": "message",
@@ -302,7 +303,7 @@ async def test_sse_resumes_from_last_event_id_and_sends_heartbeats(
     monkeypatch.setattr(streams, "SSE_HEARTBEAT", 0.05)
     sid = await new_session(daemon)
     log = await log_of(daemon, sid)
-    log.append("tool", {"id": "c1", "tool": "read", "args": {"path": "x"}})
+    await log.append("tool", {"id": "c1", "tool": "read", "args": {"path": "x"}})
     await append_n(log, 4)
     async with daemon.tcp() as client:
         # The header beats ?after= (a browser reconnects to the same URL with the header).
@@ -310,7 +311,7 @@ async def test_sse_resumes_from_last_event_id_and_sends_heartbeats(
         async with sse(client, path, headers={"Last-Event-ID": "2"}) as events:
             got = await events.upto(5)
             assert await events.next() == {"comment": ": ping"}  # idle: a heartbeat
-            log.append("complete", {"message_id": "msg_t", "status": "completed"})
+            await log.append("complete", {"message_id": "msg_t", "status": "completed"})
             after_ping = [e async for e in _sse_until(events, "complete")]
         async with sse(client, f"/sessions/{sid}/events?after=0") as events:
             first = (await events.upto(1))[0]
@@ -350,7 +351,7 @@ async def test_stalled_watcher_blocks_nobody_and_holds_no_memory(daemon: Running
             with trio.fail_after(30):
                 for start in range(0, total, chunk):
                     for i in range(chunk):
-                        log.append(
+                        await log.append(
                             "text-delta", {"message_id": "m", "text": f"{start + i}{payload}"}
                         )
                     await log.wait_committed(log.last_seq)
@@ -419,7 +420,7 @@ async def test_websocket_over_the_unix_socket_needs_no_token(daemon: RunningDaem
     sid = await new_session(daemon)
     log = await log_of(daemon, sid)
     async with unix_ws(daemon, f"/sessions/{sid}/stream?after=0") as ws:
-        event = log.append("text-delta", {"message_id": "m", "text": "over unix"})
+        event = await log.append("text-delta", {"message_id": "m", "text": "over unix"})
         frame = await next_frame(ws)
     assert frame == {"type": "text-delta", "seq": event.seq, "message_id": "m", "text": "over unix"}
 
@@ -439,7 +440,7 @@ async def test_tcp_websocket_auth_and_origin(daemon: RunningDaemon) -> None:
             pass
     # A browser cannot set headers: ?token= is accepted.
     async with tcp_ws(daemon, sid, f"?after=0&token={daemon.token}", extra_headers=[]) as ws:
-        event = log.append("text-delta", {"message_id": "m", "text": "browser"})
+        event = await log.append("text-delta", {"message_id": "m", "text": "browser"})
         frame = await next_frame(ws)
     assert no_token.value.status_code == 401 and wrong_token.value.status_code == 401
     assert json.loads(no_token.value.body)["error"]["code"] == "UNAUTHORIZED"
@@ -488,7 +489,7 @@ async def test_bad_frames_get_error_frames_and_the_socket_stays_open(
         )
         unknown_permission = await next_frame(ws)
         await ws.send_message(json.dumps({"type": "abort"}))  # nothing running: no answer
-        event = log.append("text-delta", {"message_id": "m", "text": "still here"})
+        event = await log.append("text-delta", {"message_id": "m", "text": "still here"})
         after = await next_frame(ws)
     assert all(a["type"] == "error" and a["code"] == "INVALID_REQUEST" for a in answers), answers
     assert all("seq" not in a and a["message"] for a in answers)
@@ -597,7 +598,7 @@ async def test_daemon_feed_sees_created_busy_idle_deleted(
 async def test_deleting_a_watched_session_ends_its_streams(daemon: RunningDaemon) -> None:
     sid = await new_session(daemon)
     log = await log_of(daemon, sid)
-    last = log.append("text-delta", {"message_id": "m", "text": "last"})
+    last = await log.append("text-delta", {"message_id": "m", "text": "last"})
     async with (
         unix_ws(daemon, f"/sessions/{sid}/stream?after=0") as ws,
         daemon.unix() as client,

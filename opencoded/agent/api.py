@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import trio
 
 from ..daemon import Daemon
 from ..errors import InvalidRequest, NotFound, SessionBusy, SessionNotFound
 from ..providers.base import ProviderError
 from ..records import Message, Session, Turn, new_id, now
-from ..sessions import EventLog, RunningTurn
+from ..sessions import EventLog, RunningTurn, SessionRuntime
 from ..storage.base import SessionSnapshot
 from .permissions import RESPONSES, agent_state
 from .turn import AgentTurn, TurnPlan
@@ -113,21 +112,19 @@ async def _project_root(daemon: Daemon, session: Session) -> Path:
     return Path(path)
 
 
-def _check_free(daemon: Daemon, session_id: str, runtime: Any) -> None:
-    if runtime.closed.is_set():  # deleted while we were reading
-        raise SessionNotFound(session_id)
+def _check_free(daemon: Daemon, session_id: str, runtime: SessionRuntime) -> None:
     if runtime.busy:
         raise _busy(session_id, runtime.turn)
-    if daemon.sessions.stopping:
-        raise SessionBusy("the daemon is shutting down", {"sessionId": session_id})
+    daemon.sessions.refuse_if_stopping(session_id)
 
 
 async def submit_message(daemon: Daemon, session_id: str, parts: list[dict]) -> SubmittedTurn:
     """Store the user message and start a turn for it.
 
-    Raises SessionNotFound, InvalidRequest (bad parts, no usable provider) or SessionBusy.
-    A per-session lock spans the busy check, the writes and the start, so a rejected
-    second message never leaves a stored user message behind.
+    Raises SessionNotFound, InvalidRequest (bad parts, no usable provider), SessionBusy,
+    or StoreError (an earlier turn's end still cannot be stored). The session's lock
+    spans the reads, the busy check, the writes and the start, so a rejected second
+    message never leaves a stored user message behind, and a delete cannot slip in.
 
     The user message and the Turn record are queued to the writer as one job and not
     awaited here: the turn sends its provider request while they commit. Every event the
@@ -135,41 +132,38 @@ async def submit_message(daemon: Daemon, session_id: str, parts: list[dict]) -> 
     turn awaits their outcome before it handles its first provider event (a failed write
     ends it with `error` + `complete`). `SubmittedTurn.recorded` is that outcome.
     """
-    state = agent_state(daemon)
-    lock = state.submit_locks.setdefault(session_id, trio.Lock())
-    try:
-        async with lock:
-            # One storage read gives the session, its history and, for a runtime not yet
-            # open, its last seq. The history is complete if no turn ran during the read:
-            # none can start while we hold the lock, so only one running already can.
-            runtime = daemon.sessions.opened(session_id)
-            ran = runtime is not None and runtime.busy
-            snapshot = await _snapshot(daemon, session_id, with_last_seq=runtime is None)
-            clean = validate_parts(parts)
-            if runtime is None:
-                runtime = await daemon.sessions.runtime(session_id, snapshot.last_seq)
-            _check_free(daemon, session_id, runtime)
-            if ran:  # it has ended since: read what it stored
-                snapshot = await _snapshot(daemon, session_id, with_last_seq=False)
-            session, history = snapshot.session, snapshot.messages
-            provider_id, model = _resolve_model(daemon, session)
-            root = await _project_root(daemon, session)
-            _check_free(daemon, session_id, runtime)  # nothing awaits from here on
-            turn_id, user_id, reply_id = new_id("turn"), new_id("msg"), new_id("msg")
-            user = Message(user_id, session_id, turn_id, "user", clean, now())
-            recorded = daemon.store.submit_turn_start(
-                user, Turn(turn_id, session_id, reply_id, "running", started=time.time())
-            )
-            plan = TurnPlan(session, provider_id, model, root, [*history, user], recorded.wait)
-            start_seq = runtime.log.last_seq
+    sessions = daemon.sessions
+    async with sessions.locked(session_id):
+        # One storage read gives the session, its history and, for a runtime not yet
+        # open, its last seq. The history is complete if no turn ran during the read:
+        # none can start while we hold the lock, so only one running already can.
+        runtime = sessions.opened(session_id)
+        ran = runtime is not None and runtime.busy
+        snapshot = await _snapshot(daemon, session_id, with_last_seq=runtime is None)
+        clean = validate_parts(parts)
+        if runtime is None:
+            assert snapshot.last_seq is not None
+            runtime = sessions.open_locked(session_id, snapshot.last_seq)
+        _check_free(daemon, session_id, runtime)
+        await sessions.store_pending_end(runtime)
+        if ran:  # it has ended since: read what it stored
+            snapshot = await _snapshot(daemon, session_id, with_last_seq=False)
+        session, history = snapshot.session, snapshot.messages
+        provider_id, model = _resolve_model(daemon, session)
+        root = await _project_root(daemon, session)
+        _check_free(daemon, session_id, runtime)  # nothing awaits from here on but the queue
+        turn_id, user_id, reply_id = new_id("turn"), new_id("msg"), new_id("msg")
+        user = Message(user_id, session_id, turn_id, "user", clean, now())
+        recorded = await daemon.store.start_turn(
+            user, Turn(turn_id, session_id, reply_id, "running", started=time.time())
+        )
+        plan = TurnPlan(session, provider_id, model, root, [*history, user], recorded.wait)
+        start_seq = runtime.log.last_seq
 
-            async def body(runtime_: Any, turn: RunningTurn) -> None:
-                await AgentTurn(daemon, runtime_, turn, plan).run()
+        async def body(runtime_: SessionRuntime, turn: RunningTurn) -> None:
+            await AgentTurn(daemon, runtime_, turn, plan).run()
 
-            running = await daemon.sessions.start_turn(session_id, turn_id, reply_id, body)
-    finally:
-        if not lock.locked() and lock.statistics().tasks_waiting == 0:
-            state.submit_locks.pop(session_id, None)
+        running = sessions.start_turn(runtime, turn_id, reply_id, body)
     return SubmittedTurn(turn_id, reply_id, user_id, start_seq, running, runtime.log, recorded.wait)
 
 

@@ -48,10 +48,9 @@ class Waiter:
 
 @attrs.define(eq=False)
 class AgentState:
-    """The agent's per-daemon memory: permission waiters, submit locks, project paths."""
+    """The agent's per-daemon memory: permission waiters, project paths."""
 
     waiters: dict[str, Waiter] = attrs.Factory(dict)
-    submit_locks: dict[str, trio.Lock] = attrs.Factory(dict)
     project_paths: dict[str, str] = attrs.Factory(dict)  # project id -> path (immutable)
 
     def claim(self, permission_id: str, session_id: str) -> Waiter | None:

@@ -3,7 +3,7 @@
 Built once per turn (the date can change between turns) and kept byte-identical across the
 steps of a turn, so the provider's prompt cache keeps hitting. What does not change between
 turns is cached: the tool list and platform once, each AGENTS.md by its stat, so a
-turn costs a stat per file instead of a read.
+turn costs an open and fstat per file instead of a read (in a worker thread).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import datetime
 import functools
 import os
 import platform
+import stat
 from pathlib import Path
 
 from ..tools import tool_specs
@@ -45,30 +46,42 @@ _AGENTS_CACHE_MAX = 256
 def read_agents_file(root: Path) -> str | None:
     """The project's AGENTS.md, capped; None when there is none or it cannot be read.
 
-    Read again only when its mtime or size changed since the last read.
+    Blocking (run it in a worker thread). Only a regular file is read, opened without
+    following a symlink and without blocking (a FIFO named AGENTS.md must not hang the
+    turn); it is read again only when its stat changed since the last read.
     """
     path = root / AGENTS_FILE
     try:
-        st = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         _agents_cache.pop(path, None)
         return None
-    key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
-    cached = _agents_cache.get(path)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    text = _read_agents_file(path)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+        cached = _agents_cache.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        text = _read_agents_file(fd)
+    finally:
+        os.close(fd)
     if len(_agents_cache) >= _AGENTS_CACHE_MAX:
         _agents_cache.clear()
     _agents_cache[path] = (key, text)
     return text
 
 
-def _read_agents_file(path: Path) -> str | None:
+def _read_agents_file(fd: int) -> str | None:
+    chunks, left = [], AGENTS_MAX_CHARS * 4 + 1  # enough bytes for the character cap
     try:
-        text = path.read_text(errors="replace")
+        while left > 0 and (chunk := os.read(fd, min(left, 65536))):
+            chunks.append(chunk)
+            left -= len(chunk)
     except OSError:
         return None
+    text = b"".join(chunks).decode(errors="replace")
     if len(text) > AGENTS_MAX_CHARS:
         text = text[:AGENTS_MAX_CHARS] + f"\n[{AGENTS_FILE} cut at {AGENTS_MAX_CHARS} characters]"
     return text.strip() or None

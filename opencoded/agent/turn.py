@@ -46,8 +46,9 @@ from ..providers.base import (
     Usage,
 )
 from ..providers.retry import stream_with_retry
-from ..records import Message, PermissionRequest, Session, Turn, new_id, now
+from ..records import Event, Message, PermissionRequest, Session, Turn, new_id, now
 from ..sessions import RunningTurn, SessionRuntime
+from ..storage import StoreError
 from ..tools import TOOLS, ToolContext, ToolOutput, run_tool, tool_specs
 from .context import conversation
 from .permissions import Waiter, agent_state, decide
@@ -125,6 +126,8 @@ class AgentTurn:
         self.message_created = now()
         self.recorded = False
         self.first_out = False
+        self.lost_at_start = runtime.log.lost
+        self.runtime = runtime
         root = Path(plan.session.directory).resolve()
         self.tool_ctx = ToolContext(root=root, bash_timeout=daemon.config.agent.bash_timeout)
         self.tools = _tools()
@@ -136,6 +139,7 @@ class AgentTurn:
 
     async def run(self) -> None:
         status: str | None = None
+        error: tuple[str, str] | None = None
         try:
             try:
                 await self._loop()
@@ -144,23 +148,27 @@ class AgentTurn:
                 status = "completed"
             except StepLimitReached:
                 limit = self.daemon.config.agent.max_steps
-                self._error("MAX_STEPS", f"stopped after {limit} steps (config agent.maxSteps)")
-                status = "error"
+                error = ("MAX_STEPS", f"stopped after {limit} steps (config agent.maxSteps)")
             except ProviderError as err:
-                self._error(err.code, err.message)
-                status = "error"
+                error = (err.code, err.message)
+            except StoreError as exc:
+                log.error("turn %s: storage failed: %s", self.turn.id, exc)
+                error = ("STORAGE_ERROR", f"the daemon could not store this turn: {exc}")
             except Exception as exc:
                 log.exception("turn %s failed", self.turn.id)
-                self._error("INTERNAL_ERROR", f"the turn failed: {type(exc).__name__}: {exc}")
-                status = "error"
+                error = ("INTERNAL_ERROR", f"the turn failed: {type(exc).__name__}: {exc}")
         finally:
-            # Reached with status None only by cancellation (abort, shutdown) or another
-            # BaseException; it propagates after the turn is recorded.
-            await self._finalise(status or "aborted")
+            # Reached with neither status nor error only by cancellation (abort,
+            # shutdown) or another BaseException; it propagates after the turn is recorded.
+            final = status or ("error" if error else "aborted")
+            await self._finalise(final, error)
 
     async def _loop(self) -> None:
         messages = conversation(m for m in self.plan.history if m.id != self.turn.message_id)
-        system = system_prompt(self.tool_ctx.root, self.plan.project_root)
+        # Off the Trio thread: it reads AGENTS.md files.
+        system = await trio.to_thread.run_sync(
+            system_prompt, self.tool_ctx.root, self.plan.project_root
+        )
         provider = self.daemon.providers.get(self.plan.provider_id)
         max_steps = max(1, self.daemon.config.agent.max_steps)
         for step in range(max_steps):
@@ -198,7 +206,7 @@ class AgentTurn:
                 if not self.recorded:
                     await self._await_recorded()
                 if isinstance(event, TextDelta):
-                    seq = self._text_delta(event.text)
+                    seq = await self._text_delta(event.text)
                     if not self.first_out:
                         await self._first_out(seq)
                 elif isinstance(event, TextEnd):
@@ -217,12 +225,21 @@ class AgentTurn:
         texts += await self._text_end()
         return texts, calls
 
-    def _text_delta(self, text: str) -> int:
+    async def _text_delta(self, text: str) -> int:
         if self.text_part is None:
             self.text_part = {"type": "text", "text": ""}
             self.parts.append(self.text_part)
         self.text_part["text"] += text
-        return self.log.append("text-delta", {"message_id": self.turn.message_id, "text": text}).seq
+        return (
+            await self._append("text-delta", {"message_id": self.turn.message_id, "text": text})
+        ).seq
+
+    async def _append(self, type: str, data: dict[str, Any]) -> Event:
+        """Append to the log; StoreError once any event of this turn could not be stored
+        (a turn whose events are being lost stops rather than talk on unheard)."""
+        if self.log.lost > self.lost_at_start:
+            raise StoreError("events of this turn could not be stored")
+        return await self.log.append(type, data)
 
     async def _first_out(self, seq: int) -> None:
         """Let the turn's first token reach the followers before reading on.
@@ -243,7 +260,7 @@ class AgentTurn:
         if part is None:
             return []
         content = part["text"]
-        self.log.append(
+        await self._append(
             "message", {"id": self.turn.message_id, "role": "assistant", "content": content}
         )
         await self._save()
@@ -262,7 +279,7 @@ class AgentTurn:
             "status": "pending",
         }
         self.parts.append(part)
-        self.log.append("tool", {"id": call.id, "tool": call.name, "args": call.input})
+        await self._append("tool", {"id": call.id, "tool": call.name, "args": call.input})
         await self._save()
 
     def _part(self, call_id: str) -> dict[str, Any]:
@@ -295,7 +312,7 @@ class AgentTurn:
     ) -> ToolResultBlock:
         part = self._part(call.id)
         part.update(output=output.output, error=output.error, status=status)
-        self.log.append(
+        await self._append(
             "tool-result",
             {"id": call.id, "tool": call.name, "output": output.output, "error": output.error},
         )
@@ -320,7 +337,9 @@ class AgentTurn:
         part["status"] = "waiting"
         try:
             await self.store.save_permission(request)
-            self.log.append("permission", {"id": request.id, "tool": call.name, "args": call.input})
+            await self._append(
+                "permission", {"id": request.id, "tool": call.name, "args": call.input}
+            )
             await self._save()
             await waiter.answered.wait()
         finally:
@@ -353,48 +372,60 @@ class AgentTurn:
     async def _save(self) -> None:
         await self.store.save_message(self._message())
 
-    def _error(self, code: str, message: str) -> None:
-        self.log.append("error", {"code": code, "message": message})
+    async def _finalise(self, status: str, error: tuple[str, str] | None) -> None:
+        """Record the end: the Turn record, the message, `error` and `complete`, stored in
+        one transaction, even while being cancelled (shielded, bounded; a shutdown out of
+        time cancels `final_scope`).
 
-    async def _finalise(self, status: str) -> None:
-        """Record the end and write `complete`, even while being cancelled.
-
-        A storage failure here is logged, not raised: the `complete` event must still be
-        appended, since followers (the NDJSON stream) wait for it.
+        If it cannot be stored (disk full), the turn's own stream still gets its `error`
+        and `complete`, and the session keeps the end to store before its next turn, so
+        `complete` stays the last event of this turn in the log.
         """
-        with trio.move_on_after(FINALISE_TIMEOUT) as scope:
-            scope.shield = True
-            try:
-                await self._record_end(status)
-            except Exception:
-                log.exception("turn %s: could not record its end", self.turn.id)
-        if scope.cancelled_caught:
-            log.error("turn %s: recording its end took over %ss", self.turn.id, FINALISE_TIMEOUT)
-        # Outside that scope: a slow store must not cost the followers their `complete`.
-        event = self.log.append("complete", self._complete_data(status))
-        with trio.move_on_after(FINALISE_TIMEOUT) as scope:
-            scope.shield = True
-            await self.log.wait_committed(event.seq)
-
-    async def _record_end(self, status: str) -> None:
         for part in self.parts:
             if part.get("type") == "tool" and part.get("output") is None:
                 part["status"] = "aborted" if status == "aborted" else "error"
-        if self.parts:
-            await self._save()
-        await self.store.expire_permissions([self.turn.id])
-        await self.store.save_turn(
-            Turn(
-                id=self.turn.id,
-                session_id=self.session_id,
-                message_id=self.turn.message_id,
-                status=status,  # type: ignore[arg-type]
-                started=self.started,
-                ended=time.time(),
-                input_tokens=self.totals.input_tokens,
-                output_tokens=self.totals.output_tokens,
-                cost=self.totals.cost,
-            )
+        events = []
+        if error is not None:
+            events.append(self.log.reserve("error", {"code": error[0], "message": error[1]}))
+        events.append(self.log.reserve("complete", self._complete_data(status)))
+        record = self._turn_record(status)
+        message = self._message() if self.parts else None
+        callbacks = [self.log.callbacks] * len(events)
+
+        async def store_end() -> None:
+            try:
+                await self.plan.recorded()
+            except StoreError:
+                # The turn was never stored (its client got a 503): nothing to close.
+                for event in events:
+                    self.log.callbacks[1](event)  # settled, so nobody waits for them
+                return
+            await self.store.close_turn(record, events, message, callbacks)
+
+        with trio.CancelScope(shield=True) as scope:
+            self.turn.final_scope = scope
+            scope.deadline = trio.current_time() + FINALISE_TIMEOUT
+            try:
+                await store_end()
+                return
+            except StoreError as exc:
+                log.error("turn %s: could not record its end: %s", self.turn.id, exc)
+        if scope.cancelled_caught:
+            log.error("turn %s: its end could not be recorded in time", self.turn.id)
+        self.turn.unrecorded = events
+        self.runtime.pending_end = store_end
+
+    def _turn_record(self, status: str) -> Turn:
+        return Turn(
+            id=self.turn.id,
+            session_id=self.session_id,
+            message_id=self.turn.message_id,
+            status=status,  # type: ignore[arg-type]
+            started=self.started,
+            ended=time.time(),
+            input_tokens=self.totals.input_tokens,
+            output_tokens=self.totals.output_tokens,
+            cost=self.totals.cost,
         )
 
     def _complete_data(self, status: str) -> dict[str, Any]:

@@ -23,7 +23,9 @@ from ..errors import (
     PayloadTooLarge,
     PermissionDenied,
     RateLimited,
+    StorageUnavailable,
 )
+from ..storage import StoreError
 from .security import Policy, RateLimiter
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,10 @@ def create_app(daemon: Daemon, policy: Policy) -> QuartTrio:
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> Response:
         return error_response(error)
+
+    @app.errorhandler(StoreError)
+    async def store_error(error: StoreError) -> Response:
+        return error_response(StorageUnavailable(f"the database failed: {error}"))
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:

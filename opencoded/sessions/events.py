@@ -2,7 +2,8 @@
 
 An event gets its `seq` when appended, is queued to storage, and is handed to watchers
 only from the storage commit callback, so no client ever sees an event that a crash
-could lose. The turn never waits on the database per event (see storage.base).
+could lose. The turn never waits on the database per event, only when the writer is
+behind (backpressure, see storage.store).
 
 Watchers get events through bounded memory channels. A watcher that falls behind is
 not allowed to hold memory: its channel is closed, and `follow` transparently re-reads
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any, cast
 
@@ -41,16 +42,30 @@ class EventLog:
         self._store = store
         self.last_seq = last_seq  # the last seq handed out
         self.committed_seq = last_seq  # the last seq stored and published (or lost)
+        self.lost = 0  # events whose write failed (a turn that sees this grow stops)
         self._watchers: set[_Watcher] = set()
         self._committed = trio.Event()
         self._closed = False
 
-    def append(self, type: str, data: dict[str, Any]) -> Event:
-        """Give the event the next seq and queue it; watchers see it once it is stored."""
-        self.last_seq += 1
-        event = Event(self.session_id, self.last_seq, type, data, time.time())
-        self._store.append_event(event, self._on_commit, self._on_lost)
+    async def append(self, type: str, data: dict[str, Any]) -> Event:
+        """Give the event the next seq and queue it; watchers see it once it is stored.
+
+        Returns at once while storage keeps up; waits while the writer is behind.
+        """
+        await self._store.event_room()
+        event = self.reserve(type, data)
+        self._store.queue_event(event, self._on_commit, self._on_lost)
         return event
+
+    def reserve(self, type: str, data: dict[str, Any]) -> Event:
+        """The next event, with its seq, not queued: for a write that stores it with
+        other records in one transaction (`callbacks` publishes it once committed)."""
+        self.last_seq += 1
+        return Event(self.session_id, self.last_seq, type, data, time.time())
+
+    @property
+    def callbacks(self) -> tuple[Callable[[Event], None], Callable[[Event], None]]:
+        return self._on_commit, self._on_lost
 
     async def wait_committed(self, seq: int) -> None:
         while self.committed_seq < seq:
@@ -70,6 +85,7 @@ class EventLog:
 
     def _on_lost(self, event: Event) -> None:
         """The write failed: no one will see the event, but no one may wait for it either."""
+        self.lost += 1
         self.committed_seq = max(self.committed_seq, event.seq)
         self._committed.set()
         self._committed = trio.Event()

@@ -1,35 +1,55 @@
-"""Who owns what at run time.
+"""Who owns what at run time: the SessionManager owns every session's life.
 
-The daemon nursery owns the SessionManager's nursery; that owns one nursery per active
-session; a turn is a task in its session's nursery with its own cancel scope. An HTTP
-request never owns a turn: it only follows the session's event log, so a client that
-goes away does not stop the work, and `abort` is a cancel scope, not a flag.
+`open_session_manager(store)` owns a nursery; every turn is a task in it, inside the
+turn's own cancel scope. A session's live part (`SessionRuntime`: its event log and at
+most one running turn) exists while something uses it: a turn, or a request holding it
+(`hold`, e.g. a stream following the log). When the last user lets go it is reclaimed.
+
+Everything that changes a session's life passes through one per-session lock: submitting
+a message (which starts a turn), deleting, pruning, and opening a runtime. So a delete
+and a message cannot interleave (the message sees the session gone, or the delete aborts
+the turn it started), and nothing opens a runtime for a session being deleted.
+
+Shutdown (`aclose`, also on leaving the context) sets one stop flag, cancels every turn
+and gives them ABORT_BUDGET to record their end; then it cancels what is left, even a
+finalisation stuck on a slow disk (recovery closes such a turn at the next start). The
+nursery then has nothing left to wait for, so shutdown is bounded.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import attrs
 import trio
 
-from ..errors import SessionBusy
+from ..errors import SessionBusy, SessionNotFound
+from ..records import Event
 from ..storage import Store
 from .events import Broadcaster, EventLog
 
 log = logging.getLogger(__name__)
 
-ABORT_WAIT = 5.0
+ABORT_WAIT = 5.0  # how long an abort waits for the turn to record its end
+ABORT_BUDGET = 1.5  # at shutdown, for all turns together (the contract: exit within 5 s)
+ALIVE_INTERVAL = 2.0  # seconds between "still running" marks of running turns
 
 
 @attrs.define(eq=False)
 class RunningTurn:
     id: str
     message_id: str
-    scope: trio.CancelScope
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     done: trio.Event = attrs.Factory(trio.Event)
+    # The turn's finalisation is shielded from its own cancellation so that it can
+    # record the end; this scope is how a shutdown out of time still stops it.
+    final_scope: trio.CancelScope | None = None
+    # End events that could not be stored: the turn's own stream still gets them.
+    unrecorded: list[Event] = attrs.Factory(list)
 
 
 @attrs.define(eq=False)
@@ -38,9 +58,12 @@ class SessionRuntime:
 
     id: str
     log: EventLog
-    nursery: trio.Nursery
-    closed: trio.Event = attrs.Factory(trio.Event)
     turn: RunningTurn | None = None
+    users: int = 0
+    # A turn's end that could not be stored: stored before the next turn may start, so
+    # `complete` stays the last event of its turn.
+    pending_end: Callable[[], Awaitable[None]] | None = None
+    closed: bool = False
 
     @property
     def busy(self) -> bool:
@@ -55,13 +78,20 @@ class SessionManager:
         self.store = store
         self._nursery = nursery
         self._runtimes: dict[str, SessionRuntime] = {}
-        self._opening: dict[str, trio.Event] = {}
+        self._locks: dict[str, trio.Lock] = {}
         self.feed = Broadcaster()
         self.stopping = False
+
+    # ---- state -------------------------------------------------------------------------
 
     @property
     def running_count(self) -> int:
         return sum(1 for r in self._runtimes.values() if r.busy)
+
+    @property
+    def open_count(self) -> int:
+        """Runtimes held in memory now (busy or followed)."""
+        return len(self._runtimes)
 
     def status(self, session_id: str) -> str:
         runtime = self._runtimes.get(session_id)
@@ -74,70 +104,83 @@ class SessionManager:
         """The session's runtime if it is open already (no storage read, no wait)."""
         return self._runtimes.get(session_id)
 
-    async def runtime(self, session_id: str, last_seq: int | None = None) -> SessionRuntime:
-        """The session's runtime, opened on first use (one per session, race-free).
-
-        `last_seq`: the session's last stored event seq, when the caller has just read it
-        (saves a storage round trip). Only events appended through an open runtime exist,
-        so a value read while the runtime was closed is still current when it opens.
-        """
-        while True:
-            if (runtime := self._runtimes.get(session_id)) is not None:
-                return runtime
-            # A runtime opened after aclose() took its snapshot would never be closed,
-            # and its task would keep the daemon nursery (the shutdown) waiting forever.
-            self._refuse_if_stopping(session_id)
-            if (opening := self._opening.get(session_id)) is not None:
-                await opening.wait()
-                continue
-            self._opening[session_id] = opening = trio.Event()
-            try:
-                if last_seq is None:
-                    last_seq = await self.store.last_seq(session_id)
-                log_ = EventLog(session_id, self.store, last_seq)
-                runtime = await self._nursery.start(self._run_session, session_id, log_)
-                if self.stopping:  # aclose() ran while this one was opening
-                    runtime.closed.set()
-                    self._refuse_if_stopping(session_id)
-                self._runtimes[session_id] = runtime
-                return runtime
-            finally:
-                del self._opening[session_id]
-                opening.set()
-
-    def _refuse_if_stopping(self, session_id: str) -> None:
+    def refuse_if_stopping(self, session_id: str) -> None:
         if self.stopping:
             raise SessionBusy("the daemon is shutting down", {"sessionId": session_id})
 
-    async def _run_session(
-        self, session_id: str, log_: EventLog, *, task_status: trio.TaskStatus[SessionRuntime]
-    ) -> None:
+    # ---- the per-session lock and runtimes --------------------------------------------
+
+    @asynccontextmanager
+    async def locked(self, session_id: str) -> AsyncIterator[None]:
+        """The session's lock: submit, delete, prune and opening a runtime take it."""
+        lock = self._locks.setdefault(session_id, trio.Lock())
         try:
-            async with trio.open_nursery() as nursery:
-                runtime = SessionRuntime(session_id, log_, nursery)
-                task_status.started(runtime)
-                await runtime.closed.wait()
-                nursery.cancel_scope.cancel()
+            async with lock:
+                yield
         finally:
-            # Followers get everything stored so far, then end (deleted or stopping).
-            log_.close()
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._locks.pop(session_id, None)
 
-    async def start_turn(
-        self, session_id: str, turn_id: str, message_id: str, body: TurnBody
+    def open_locked(self, session_id: str, last_seq: int) -> SessionRuntime:
+        """The session's runtime, opened with `last_seq` if it is not open. The caller
+        holds the session's lock and has just read `last_seq` (the session exists)."""
+        self.refuse_if_stopping(session_id)
+        runtime = self._runtimes.get(session_id)
+        if runtime is None:
+            runtime = SessionRuntime(session_id, EventLog(session_id, self.store, last_seq))
+            self._runtimes[session_id] = runtime
+        return runtime
+
+    @asynccontextmanager
+    async def hold(self, session_id: str) -> AsyncIterator[SessionRuntime]:
+        """Use the session's runtime (opening it if needed) until the block ends.
+
+        SessionNotFound if the session does not exist (or is deleted meanwhile).
+        """
+        runtime = self._runtimes.get(session_id)
+        if runtime is None:
+            async with self.locked(session_id):
+                runtime = self._runtimes.get(session_id)
+                if runtime is None:
+                    self.refuse_if_stopping(session_id)
+                    last_seq = await self.store.last_seq(session_id)
+                    if last_seq is None:
+                        raise SessionNotFound(session_id)
+                    runtime = self.open_locked(session_id, last_seq)
+        runtime.users += 1
+        try:
+            yield runtime
+        finally:
+            runtime.users -= 1
+            self._reclaim_if_idle(runtime)
+
+    def _reclaim_if_idle(self, runtime: SessionRuntime) -> None:
+        if runtime.users or runtime.turn is not None or runtime.pending_end is not None:
+            return
+        self._close_runtime(runtime)
+
+    def _close_runtime(self, runtime: SessionRuntime) -> None:
+        runtime.closed = True
+        if self._runtimes.get(runtime.id) is runtime:
+            del self._runtimes[runtime.id]
+        runtime.log.close()  # followers get what is stored, then end
+
+    # ---- turns -------------------------------------------------------------------------
+
+    def start_turn(
+        self, runtime: SessionRuntime, turn_id: str, message_id: str, body: TurnBody
     ) -> RunningTurn:
-        """Start `body` as the session's turn; SessionBusy if one is running already."""
-        runtime = await self.runtime(session_id)
-        if runtime.busy:
+        """Start `body` as the session's turn (the caller holds the session's lock and
+        has checked that the runtime is free)."""
+        self.refuse_if_stopping(runtime.id)
+        if runtime.busy or runtime.closed:
             raise SessionBusy(
-                "a turn is already running in this session",
-                {"sessionId": session_id, "turnId": runtime.turn.id if runtime.turn else None},
+                "a turn is already running in this session", {"sessionId": runtime.id}
             )
-        if self.stopping:
-            raise SessionBusy("the daemon is shutting down", {"sessionId": session_id})
-        turn = RunningTurn(turn_id, message_id, trio.CancelScope())
-        runtime.turn = turn  # claimed synchronously: a second request sees busy at once
-        self.notify("session.status", session_id, status="busy")
-        runtime.nursery.start_soon(self._run_turn, runtime, turn, body)
+        turn = RunningTurn(turn_id, message_id)
+        runtime.turn = turn
+        self.notify("session.status", runtime.id, status="busy")
+        self._nursery.start_soon(self._run_turn, runtime, turn, body)
         return turn
 
     async def _run_turn(self, runtime: SessionRuntime, turn: RunningTurn, body: TurnBody) -> None:
@@ -152,9 +195,10 @@ class SessionManager:
             runtime.turn = None
             turn.done.set()
             self.notify("session.status", runtime.id, status="idle")
+            self._reclaim_if_idle(runtime)
 
     async def abort(self, session_id: str) -> bool:
-        """Cancel the running turn and wait until it has recorded its end."""
+        """Cancel the running turn and wait (bounded) until it has recorded its end."""
         runtime = self._runtimes.get(session_id)
         turn = runtime.turn if runtime else None
         if turn is None:
@@ -164,17 +208,93 @@ class SessionManager:
             await turn.done.wait()
         return True
 
-    async def close_session(self, session_id: str) -> None:
-        """Abort any turn and drop the runtime (the session was deleted)."""
-        await self.abort(session_id)
-        runtime = self._runtimes.pop(session_id, None)
+    async def store_pending_end(self, runtime: SessionRuntime) -> None:
+        """Store the end of an earlier turn that could not be stored (StoreError if it
+        still cannot: no new turn may start before it). The caller holds the lock."""
+        if runtime.pending_end is not None:
+            await runtime.pending_end()
+            runtime.pending_end = None
+
+    # ---- delete, prune -----------------------------------------------------------------
+
+    async def delete(self, session_id: str) -> bool:
+        """Delete the session: abort its turn, delete its rows, end its followers."""
+        async with self.locked(session_id):
+            await self.abort(session_id)
+            deleted = await self.store.delete_session(session_id)
+            self._forget(session_id)
+        if deleted:
+            self.notify("session.deleted", session_id)
+        return deleted
+
+    async def prune(self, session_ids: Sequence[str], updated_before: int) -> list[str]:
+        """Delete those of `session_ids` that are not running a turn and still not
+        updated since `updated_before`; return them."""
+        deleted: list[str] = []
+        for start in range(0, len(session_ids), 100):
+            async with AsyncExitStack() as stack:
+                idle = []
+                for session_id in session_ids[start : start + 100]:
+                    await stack.enter_async_context(self.locked(session_id))
+                    if self.status(session_id) == "idle":
+                        idle.append(session_id)
+                gone = await self.store.delete_sessions(idle, updated_before=updated_before)
+                for session_id in gone:
+                    self._forget(session_id)
+            deleted += gone
+        for session_id in deleted:
+            self.notify("session.deleted", session_id)
+        return deleted
+
+    def _forget(self, session_id: str) -> None:
+        runtime = self._runtimes.get(session_id)
         if runtime is not None:
-            runtime.closed.set()
+            runtime.pending_end = None  # its rows are gone
+            self._close_runtime(runtime)
+
+    # ---- keeping running turns marked alive (recovery's clock) -------------------------
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await trio.sleep(ALIVE_INTERVAL)
+            running = [r.turn.id for r in self._runtimes.values() if r.turn is not None]
+            if running:
+                try:
+                    await self.store.touch_turns(running, time.time())
+                except Exception:
+                    log.warning("could not mark running turns alive", exc_info=True)
+
+    # ---- shutdown ----------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Daemon shutdown: abort every running turn (they record `aborted`), close all."""
+        """Abort every turn (they record `aborted`), bounded; close every runtime."""
         self.stopping = True
-        async with trio.open_nursery() as nursery:
-            for session_id in list(self._runtimes):
-                nursery.start_soon(self.close_session, session_id)
-        self.feed.close()  # every turn has reported idle by now
+        turns = [r.turn for r in self._runtimes.values() if r.turn is not None]
+        for turn in turns:
+            turn.scope.cancel()
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + ABORT_BUDGET
+            for turn in turns:
+                await turn.done.wait()
+        for turn in turns:
+            if not turn.done.is_set():
+                log.error("turn %s did not record its end in time; cancelled", turn.id)
+                if turn.final_scope is not None:
+                    turn.final_scope.cancel()
+        for runtime in list(self._runtimes.values()):
+            self._close_runtime(runtime)
+        self.feed.close()
+
+
+@asynccontextmanager
+async def open_session_manager(store: Store) -> AsyncIterator[SessionManager]:
+    """A SessionManager whose turns run in a nursery of its own; closed on exit."""
+    async with trio.open_nursery() as nursery:
+        manager = SessionManager(store, nursery)
+        nursery.start_soon(manager._keep_alive)
+        try:
+            yield manager
+        finally:
+            with trio.CancelScope(shield=True):
+                await manager.aclose()
+            nursery.cancel_scope.cancel()  # the keep-alive loop; turns have ended

@@ -74,6 +74,69 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX permissions_session ON permissions(session_id, status);
     """,
+    # 2: foreign keys with ON DELETE CASCADE (a deleted session takes everything it owns
+    # with it, and no write can add a row to a session that is gone); `turns.alive`, the
+    # last time a running turn was known alive (recovery's estimate of when it ended).
+    # SQLite cannot add a constraint to a table: each child table is rebuilt. Rows of
+    # sessions that no longer exist (left by an old race) are dropped on the way.
+    """
+    CREATE TABLE events_new (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created REAL NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID;
+    INSERT INTO events_new SELECT * FROM events WHERE session_id IN (SELECT id FROM sessions);
+    DROP TABLE events;
+    ALTER TABLE events_new RENAME TO events;
+    CREATE TABLE messages_new (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        turn_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        parts TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        ord INTEGER NOT NULL
+    );
+    INSERT INTO messages_new SELECT * FROM messages
+        WHERE session_id IN (SELECT id FROM sessions);
+    DROP TABLE messages;
+    ALTER TABLE messages_new RENAME TO messages;
+    CREATE INDEX messages_session ON messages(session_id, ord);
+    CREATE TABLE turns_new (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        message_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started REAL NOT NULL,
+        ended REAL,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cost REAL NOT NULL DEFAULT 0,
+        alive REAL
+    );
+    INSERT INTO turns_new SELECT *, NULL FROM turns WHERE session_id IN (SELECT id FROM sessions);
+    DROP TABLE turns;
+    ALTER TABLE turns_new RENAME TO turns;
+    CREATE INDEX turns_session ON turns(session_id);
+    CREATE INDEX turns_running ON turns(status) WHERE status = 'running';
+    CREATE TABLE permissions_new (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        turn_id TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        args TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created INTEGER NOT NULL
+    );
+    INSERT INTO permissions_new SELECT * FROM permissions
+        WHERE session_id IN (SELECT id FROM sessions);
+    DROP TABLE permissions;
+    ALTER TABLE permissions_new RENAME TO permissions;
+    CREATE INDEX permissions_session ON permissions(session_id, status);
+    """,
 ]
 
 

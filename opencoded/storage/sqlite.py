@@ -1,12 +1,12 @@
-"""SQLite storage: WAL mode, one writer thread with group commit, readers in worker threads.
+"""The SQLite backend: WAL mode, one writer connection, a fixed pool of readers.
 
-Why a dedicated writer thread instead of `trio.to_thread` per write: SQLite allows one
-writer at a time, and a commit is the expensive part. The writer drains everything
-queued while it was busy and commits it as one transaction (each job in its own
-savepoint, so one failing job cannot take the others down). Under load that turns a
-thousand token events into one commit; idle, a write still commits at once. Events
-appended back to back travel as one job (`_EventBatch`), so the per-event cost is a row
-in an executemany, not a queue round trip, a savepoint and a callback hop each.
+Writes: `apply` runs a group of operations (storage.ops) as one transaction on the one
+writer connection, in a worker thread, one group at a time (a single-token limiter: SQLite
+allows one writer). Group commit itself happens above, in storage.store.
+
+Reads: a fixed pool of read-only connections, opened at start and closed at stop, each
+used by one worker thread at a time. (A connection per worker thread leaked: Trio retires
+idle threads, and their connections were never closed.)
 
 Durability: WAL with synchronous=NORMAL. A commit reaches the OS before the caller is
 told, so a crash or `kill -9` of the daemon loses nothing acknowledged; only a power
@@ -18,10 +18,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import queue
+import logging
 import sqlite3
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,66 +29,19 @@ import attrs
 import trio
 
 from ..records import Event, Message, PermissionRequest, Project, Session, Turn
-from .base import SessionSnapshot, StoreError
+from . import ops
+from .base import SessionSnapshot, StoreConflict, StoreError
 from .migrations import migrate
+from .store import Store, open_store
 
 T = TypeVar("T")
-_STOP = object()
-_MAX_BATCH = 2000
+log = logging.getLogger(__name__)
+READERS = 4
 _VACUUM_PAGES = 2048  # pages freed per transaction by vacuum()
 _SESSION_COLUMNS = "id, created, updated, provider, model, project, directory, title, permission"
-
-
-class _Job:
-    __slots__ = ("done", "error", "fn", "result", "savepoint")
-
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any], done: Callable[[_Job], None]):
-        self.fn = fn
-        self.done = done
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.savepoint = True
-
-
-class QueuedWrite:
-    """A write already queued to the writer; `await wait()` for its outcome."""
-
-    __slots__ = ("_done", "_error")
-
-    def __init__(self) -> None:
-        self._done = trio.Event()
-        self._error: BaseException | None = None
-
-    def _finish(self, job: _Job) -> None:
-        self._error = job.error
-        self._done.set()
-
-    async def wait(self) -> None:
-        """Return once committed; raise StoreError if the write failed."""
-        await self._done.wait()
-        if self._error is not None:
-            if isinstance(self._error, StoreError):
-                raise self._error
-            raise StoreError(f"database write failed: {self._error}") from self._error
-
-
-class _EventBatch:
-    """Events appended back to back, written as one job (one executemany, no savepoint).
-
-    A batch stays open, taking more events, until the writer starts it or any other job
-    is queued behind it, so the commit order is exactly the append order. Events cannot
-    fail one by one in practice (the seq is ours), so they get no savepoint each: per
-    event, the cost is one row in an executemany. If the whole insert fails (e.g. a
-    session deleted under a running turn), the rows are retried one by one so only the
-    failing ones are lost (see _insert_events).
-    """
-
-    __slots__ = ("closed", "items", "rows")
-
-    def __init__(self) -> None:
-        self.rows: list[tuple] = []
-        self.items: list[tuple[Event, Callable[[Event], None], Callable[[Event], None] | None]] = []
-        self.closed = False
+_TURN_COLUMNS = (
+    "id, session_id, message_id, status, started, ended, input_tokens, output_tokens, cost, alive"
+)
 
 
 def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -101,49 +54,89 @@ def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-class SQLiteStore:
-    """The default Store (see storage.base for the contract of each method)."""
+class _ReaderPool:
+    """READERS connections; a read borrows one for the length of its worker thread."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._free: list[sqlite3.Connection] = []
+        self._all: list[sqlite3.Connection] = []
+        self._limiter = trio.CapacityLimiter(READERS)
+
+    def open(self) -> None:
+        for _ in range(READERS):
+            conn = _connect(self._path, readonly=True)
+            self._all.append(conn)
+            self._free.append(conn)
+
+    def close(self) -> None:
+        for conn in self._all:
+            conn.close()
+        self._all.clear()
+        self._free.clear()
+
+    @property
+    def size(self) -> int:
+        return len(self._all)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        async with self._limiter:
+            conn = self._free.pop()
+            try:
+                return await trio.to_thread.run_sync(_guarded, fn, conn)
+            finally:
+                self._free.append(conn)
+
+
+def _guarded(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+    try:
+        return fn(conn)
+    except sqlite3.Error as exc:
+        raise StoreError(str(exc)) from exc
+
+
+class SQLiteBackend:
+    """The default Backend (see storage.base for the contract of each method)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
-        self._read_limiter = trio.CapacityLimiter(4)
-        self._batch: _EventBatch | None = None  # the open event batch (Trio thread only)
-        self._batch_lock = threading.Lock()  # guards _EventBatch.closed and its lists
+        self._writer: sqlite3.Connection | None = None
+        self._write_limiter = trio.CapacityLimiter(1)
+        self._readers = _ReaderPool(path)
 
     # ---- lifecycle -------------------------------------------------------------------
 
-    async def __aenter__(self) -> SQLiteStore:
-        self._token = trio.lowlevel.current_trio_token()
-        # The process's GIL switch interval is set short in server.run_daemon: the
-        # writer and reader threads retake the GIL after every SQLite call.
-        conn = await trio.to_thread.run_sync(self._open_writer)
-        self._thread = threading.Thread(
-            target=self._writer_loop, args=(conn,), name="opencoded-db-writer", daemon=True
-        )
-        self._thread.start()
-        return self
+    async def open(self) -> None:
+        self._writer = await trio.to_thread.run_sync(self._open_writer)
+        await trio.to_thread.run_sync(self._readers.open)
 
-    async def __aexit__(self, *exc: object) -> None:
-        if self._thread is None:
-            return
-        self._queue.put(_STOP)
-        thread, self._thread = self._thread, None
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(thread.join)
-        with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        try:
+            self._write_limiter.acquire_nowait()
+        except trio.WouldBlock:
+            # A write still runs in its thread, abandoned by a shutdown out of time (a
+            # stuck disk, a lock held by another process). A connection in use cannot be
+            # closed; it goes with the process, its transaction uncommitted, as in a crash.
+            log.error("storage: a database write was still running at exit; abandoned")
+        else:
+            try:
+                if writer is not None:
+                    await trio.to_thread.run_sync(_close_writer, writer)
+            finally:
+                self._write_limiter.release()
+        self._readers.close()
+
+    @property
+    def open_connections(self) -> int:
+        return self._readers.size + (self._writer is not None)
 
     def _open_writer(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = _connect(self.path)
+        try:
+            conn = _connect(self.path)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         try:
             if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
                 conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only settable when empty
@@ -151,198 +144,56 @@ class SQLiteStore:
             if mode != "wal":
                 raise StoreError(f"cannot put {self.path} in WAL mode (got {mode})")
             migrate(conn)
-        except sqlite3.Error as exc:
+            self.path.chmod(0o600)
+        except (sqlite3.Error, OSError) as exc:
             conn.close()
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
-        self.path.chmod(0o600)
-        return conn
-
-    # ---- the writer ----------------------------------------------------------------
-
-    def _writer_loop(self, conn: sqlite3.Connection) -> None:
-        try:
-            while True:
-                first = self._queue.get()
-                if first is _STOP:
-                    return
-                batch = [first]
-                stop = False
-                while len(batch) < _MAX_BATCH:
-                    try:
-                        job = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if job is _STOP:
-                        stop = True
-                        break
-                    batch.append(job)
-                self._commit(conn, batch)
-                assert self._token is not None
-                self._token.run_sync_soon(_deliver, batch)
-                if stop:
-                    return
-        finally:
-            # A damaged file must not turn a clean stop into a thread crash.
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("PRAGMA optimize")
+        except BaseException:
             conn.close()
-
-    @staticmethod
-    def _commit(conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        if len(batch) == 1 and not batch[0].savepoint:
-            # A lone event batch (the common case while one turn streams) commits on its
-            # own: its insert is atomic without BEGIN/COMMIT around it, and every
-            # statement saved is a GIL round trip saved (see _insert_events).
-            job = batch[0]
-            try:
-                job.result = job.fn(conn)
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                job.error = StoreError(f"database write failed: {exc}")
-            return
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in batch:
-                if not job.savepoint:
-                    try:
-                        job.result = job.fn(conn)
-                    except Exception as exc:
-                        job.error = exc
-                        raise
-                    continue
-                conn.execute("SAVEPOINT job")
-                try:
-                    job.result = job.fn(conn)
-                    conn.execute("RELEASE job")
-                except Exception as exc:
-                    job.error = exc
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            for job in batch:
-                job.error = StoreError(f"database write failed: {exc}")
-
-    def _submit(
-        self,
-        fn: Callable[[sqlite3.Connection], Any],
-        done: Callable[[_Job], None],
-        *,
-        savepoint: bool = True,
-    ) -> None:
-        if self._thread is None:
-            raise StoreError("the store is closed")
-        self._batch = None  # later events must commit after this job
-        job = _Job(fn, done)
-        job.savepoint = savepoint
-        self._queue.put(job)
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        finished = trio.Event()
-        holder: list[_Job] = []
-
-        def done(job: _Job) -> None:
-            holder.append(job)
-            finished.set()
-
-        self._submit(fn, done)
-        await finished.wait()
-        job = holder[0]
-        if job.error is not None:
-            if isinstance(job.error, sqlite3.Error):
-                raise StoreError(str(job.error)) from job.error
-            raise job.error
-        return job.result
-
-    # ---- readers -----------------------------------------------------------------
-
-    def _reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = _connect(self.path, readonly=True)
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
+            raise
         return conn
+
+    # ---- writes ----------------------------------------------------------------------
+
+    async def apply(self, work: Sequence[ops.WriteOp]) -> list[Any]:
+        # abandon_on_cancel: only a shutdown out of time cancels the writer. The limiter
+        # stays taken until the thread really ends, which is how close() knows not to
+        # close a connection still in use.
+        conn = self._writer
+        if conn is None:
+            raise StoreError("the store is closed")
+        return await trio.to_thread.run_sync(
+            _apply_all, conn, list(work), limiter=self._write_limiter, abandon_on_cancel=True
+        )
+
+    # ---- reads -----------------------------------------------------------------------
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def run() -> T:
-            try:
-                return fn(self._reader())
-            except sqlite3.Error as exc:
-                raise StoreError(str(exc)) from exc
-
-        return await trio.to_thread.run_sync(run, limiter=self._read_limiter)
+        return await self._readers.run(fn)
 
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1 FROM sessions LIMIT 1").fetchall())
-        if self._thread is None or not self._thread.is_alive():
-            raise StoreError("the database writer is not running")
-
-    # ---- projects ------------------------------------------------------------------
-
-    async def create_project(self, project: Project) -> Project:
-        def run(c: sqlite3.Connection) -> Project:
-            _insert_project(c, project, if_new=True)
-            row = c.execute("SELECT * FROM projects WHERE path = ?", (project.path,)).fetchone()
-            return _project(row)
-
-        return await self._write(run)
 
     async def get_project(self, project_id: str) -> Project | None:
         row = await self._read(
             lambda c: c.execute("SELECT * FROM projects WHERE id = ?", (project_id,)).fetchone()
         )
-        return _project(row) if row else None
+        return Project(*row) if row else None
 
     async def find_project_by_path(self, path: str) -> Project | None:
         row = await self._read(
             lambda c: c.execute("SELECT * FROM projects WHERE path = ?", (path,)).fetchone()
         )
-        return _project(row) if row else None
+        return Project(*row) if row else None
 
     async def list_projects(self) -> list[Project]:
         rows = await self._read(
             lambda c: c.execute("SELECT * FROM projects ORDER BY created, id").fetchall()
         )
-        return [_project(r) for r in rows]
-
-    async def delete_project(self, project_id: str) -> bool:
-        def run(c: sqlite3.Connection) -> bool:
-            c.execute("UPDATE sessions SET project = NULL WHERE project = ?", (project_id,))
-            return c.execute("DELETE FROM projects WHERE id = ?", (project_id,)).rowcount > 0
-
-        return await self._write(run)
-
-    # ---- sessions ------------------------------------------------------------------
-
-    async def create_session(self, session: Session, new_project: Project | None = None) -> Session:
-        def run(c: sqlite3.Connection) -> Session:
-            stored = session
-            if new_project is not None:
-                # Two creates for the same new directory may race; the path decides.
-                _insert_project(c, new_project, if_new=True)
-                (project_id,) = c.execute(
-                    "SELECT id FROM projects WHERE path = ?", (new_project.path,)
-                ).fetchone()
-                stored = attrs.evolve(session, project=project_id)
-            c.execute(
-                f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                _session_row(stored),
-            )
-            return stored
-
-        return await self._write(run)
+        return [Project(*r) for r in rows]
 
     async def get_session(self, session_id: str) -> Session | None:
-        row = await self._read(
-            lambda c: c.execute(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
-            ).fetchone()
-        )
+        row = await self._read(lambda c: c.execute(_SESSION_SQL, (session_id,)).fetchone())
         return _session(row) if row else None
 
     async def list_sessions(
@@ -360,91 +211,28 @@ class SQLiteStore:
         rows = await self._read(lambda c: c.execute(sql, (*params, limit)).fetchall())
         return [_session(r) for r in rows]
 
-    async def update_session(self, session: Session) -> None:
-        row = _session_row(session)
+    async def stale_sessions(self, updated_before: int) -> list[str]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT id FROM sessions WHERE updated < ? ORDER BY updated", (updated_before,)
+            ).fetchall()
+        )
+        return [r[0] for r in rows]
 
-        def run(c: sqlite3.Connection) -> None:
-            c.execute(
-                "UPDATE sessions SET created=?, updated=?, provider=?, model=?, project=?,"
-                " directory=?, title=?, permission=? WHERE id=?",
-                (*row[1:], row[0]),
-            )
+    async def session_snapshot(
+        self, session_id: str, *, with_last_seq: bool
+    ) -> SessionSnapshot | None:
+        def run(c: sqlite3.Connection) -> SessionSnapshot | None:
+            row = c.execute(_SESSION_SQL, (session_id,)).fetchone()
+            if row is None:
+                return None
+            rows = c.execute(_MESSAGES_SQL, (session_id,)).fetchall()
+            last_seq = None
+            if with_last_seq:
+                last_seq = c.execute(_LAST_SEQ_SQL, (session_id,)).fetchone()[0] or 0
+            return SessionSnapshot(_session(row), _messages(rows), last_seq)
 
-        await self._write(run)
-
-    async def delete_session(self, session_id: str) -> bool:
-        return bool(await self._write(lambda c: _delete_sessions(c, [session_id])))
-
-    async def prune_sessions(self, updated_before: int) -> list[str]:
-        def run(c: sqlite3.Connection) -> list[str]:
-            ids = [
-                r[0]
-                for r in c.execute("SELECT id FROM sessions WHERE updated < ?", (updated_before,))
-            ]
-            _delete_sessions(c, ids)
-            return ids
-
-        return await self._write(run)
-
-    async def vacuum(self) -> None:
-        def run() -> None:
-            conn = _connect(self.path)
-            try:
-                # In chunks, each its own short transaction, so the writer is never
-                # blocked for long. executescript, because `execute` steps the pragma
-                # once, and each step frees a single page.
-                free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-                while free > 0:
-                    conn.executescript(f"PRAGMA incremental_vacuum({_VACUUM_PAGES})")
-                    left = conn.execute("PRAGMA freelist_count").fetchone()[0]
-                    if left >= free:  # not an auto_vacuum=INCREMENTAL file
-                        break
-                    free = left
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                conn.close()
-
-        await trio.to_thread.run_sync(run)
-
-    # ---- events --------------------------------------------------------------------
-
-    def append_event(
-        self,
-        event: Event,
-        on_commit: Callable[[Event], None],
-        on_lost: Callable[[Event], None] | None = None,
-    ) -> None:
-        row = (event.session_id, event.seq, event.type, json.dumps(event.data), event.created)
-        item = (event, on_commit, on_lost)
-        batch = self._batch
-        if batch is not None:
-            with self._batch_lock:
-                if not batch.closed:
-                    batch.rows.append(row)
-                    batch.items.append(item)
-                    return
-        batch = _EventBatch()
-        batch.rows.append(row)
-        batch.items.append(item)
-        lock = self._batch_lock
-
-        def run(c: sqlite3.Connection) -> set[int]:
-            with lock:
-                batch.closed = True
-            return _insert_events(c, batch.rows)
-
-        def done(job: _Job) -> None:
-            for i, (written, committed, lost) in enumerate(batch.items):
-                if job.error is None and i not in job.result:
-                    committed(written)
-                elif lost is not None:
-                    lost(written)
-
-        self._submit(run, done, savepoint=False)
-        self._batch = batch
-
-    async def flush(self) -> None:
-        await self._write(lambda c: None)
+        return await self._read(run)
 
     async def read_events(self, session_id: str, after: int, limit: int = 1000) -> list[Event]:
         rows = await self._read(
@@ -455,76 +243,31 @@ class SQLiteStore:
         )
         return [Event(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
-    async def last_seq(self, session_id: str) -> int:
-        row = await self._read(lambda c: c.execute(_LAST_SEQ_SQL, (session_id,)).fetchone())
-        return row[0] or 0
-
-    # ---- messages, turns, permissions ---------------------------------------------
-
-    async def save_message(self, message: Message) -> None:
-        await self._write(lambda c: _save_message(c, message))
-
-    def submit_turn_start(self, message: Message, turn: Turn) -> QueuedWrite:
-        """Queue a turn's user message and its Turn record as one job; do not wait.
-
-        The caller starts the provider request while this commits: the writer's FIFO
-        order already guarantees it is stored before any event appended afterwards, so
-        no client can see the turn's events without it. `await pending.wait()` for the
-        outcome (a failure must fail the turn).
-        """
-        row = _turn_row(turn)
-
-        def run(c: sqlite3.Connection) -> None:
-            _save_message(c, message)
-            c.execute("REPLACE INTO turns VALUES (?,?,?,?,?,?,?,?,?)", row)
-
-        pending = QueuedWrite()
-        self._submit(run, pending._finish)
-        return pending
+    async def last_seq(self, session_id: str) -> int | None:
+        row = await self._read(
+            lambda c: c.execute(_SESSION_LAST_SEQ_SQL, (session_id, session_id)).fetchone()
+        )
+        return None if row[0] is None else row[1] or 0
 
     async def list_messages(self, session_id: str) -> list[Message]:
         rows = await self._read(lambda c: c.execute(_MESSAGES_SQL, (session_id,)).fetchall())
         return _messages(rows)
 
-    async def save_turn(self, turn: Turn) -> None:
-        row = (
-            turn.id,
-            turn.session_id,
-            turn.message_id,
-            turn.status,
-            turn.started,
-            turn.ended,
-            turn.input_tokens,
-            turn.output_tokens,
-            turn.cost,
-        )
-        await self._write(lambda c: c.execute("REPLACE INTO turns VALUES (?,?,?,?,?,?,?,?,?)", row))
-
     async def get_turn(self, turn_id: str) -> Turn | None:
         row = await self._read(
-            lambda c: c.execute("SELECT * FROM turns WHERE id = ?", (turn_id,)).fetchone()
+            lambda c: c.execute(
+                f"SELECT {_TURN_COLUMNS} FROM turns WHERE id = ?", (turn_id,)
+            ).fetchone()
         )
         return Turn(*row) if row else None
 
     async def running_turns(self) -> list[Turn]:
         rows = await self._read(
-            lambda c: c.execute("SELECT * FROM turns WHERE status = 'running'").fetchall()
+            lambda c: c.execute(
+                f"SELECT {_TURN_COLUMNS} FROM turns WHERE status = 'running'"
+            ).fetchall()
         )
         return [Turn(*r) for r in rows]
-
-    async def save_permission(self, request: PermissionRequest) -> None:
-        row = (
-            request.id,
-            request.session_id,
-            request.turn_id,
-            request.tool,
-            json.dumps(request.args),
-            request.status,
-            request.created,
-        )
-        await self._write(
-            lambda c: c.execute("REPLACE INTO permissions VALUES (?,?,?,?,?,?,?)", row)
-        )
 
     async def get_permission(self, request_id: str) -> PermissionRequest | None:
         row = await self._read(
@@ -542,128 +285,134 @@ class SQLiteStore:
         )
         return [_permission(r) for r in rows]
 
-    async def expire_permissions(self, turn_ids: Sequence[str]) -> int:
-        ids = list(turn_ids)
+    async def vacuum(self) -> None:
+        def run() -> None:
+            conn = _connect(self.path)
+            try:
+                # In chunks, each its own short transaction, so the writer is never
+                # blocked for long. executescript, because `execute` steps the pragma
+                # once, and each step frees a single page.
+                free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+                while free > 0:
+                    conn.executescript(f"PRAGMA incremental_vacuum({_VACUUM_PAGES})")
+                    left = conn.execute("PRAGMA freelist_count").fetchone()[0]
+                    if left >= free:  # not an auto_vacuum=INCREMENTAL file
+                        break
+                    free = left
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise StoreError(f"vacuum failed: {exc}") from exc
+            finally:
+                conn.close()
 
-        def run(c: sqlite3.Connection) -> int:
-            marks = ",".join("?" * len(ids))
-            return c.execute(
-                f"UPDATE permissions SET status = 'expired'"
-                f" WHERE status = 'pending' AND turn_id IN ({marks})",
-                ids,
-            ).rowcount
-
-        return await self._write(run) if ids else 0
-
-    # ---- service upkeep -------------------------------------------------------------
-
-    async def close_turn(self, turn: Turn, events: Sequence[Event]) -> None:
-        rows = [(e.session_id, e.seq, e.type, json.dumps(e.data), e.created) for e in events]
-
-        def run(c: sqlite3.Connection) -> None:
-            c.executemany("INSERT INTO events VALUES (?,?,?,?,?)", rows)
-            c.execute("REPLACE INTO turns VALUES (?,?,?,?,?,?,?,?,?)", _turn_row(turn))
-
-        await self._write(run)
-
-    async def prune_idle_sessions(self, updated_before: int, keep: Sequence[str]) -> list[str]:
-        kept = set(keep)
-
-        def run(c: sqlite3.Connection) -> list[str]:
-            rows = c.execute("SELECT id FROM sessions WHERE updated < ?", (updated_before,))
-            ids = [r[0] for r in rows if r[0] not in kept]
-            _delete_sessions(c, ids)
-            return ids
-
-        return await self._write(run)
-
-    async def stale_sessions(self, updated_before: int) -> list[str]:
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT id FROM sessions WHERE updated < ? ORDER BY updated", (updated_before,)
-            ).fetchall()
-        )
-        return [r[0] for r in rows]
-
-    async def session_snapshot(
-        self, session_id: str, *, with_last_seq: bool
-    ) -> SessionSnapshot | None:
-        def run(c: sqlite3.Connection) -> SessionSnapshot | None:
-            row = c.execute(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
-            ).fetchone()
-            if row is None:
-                return None
-            rows = c.execute(_MESSAGES_SQL, (session_id,)).fetchall()
-            last_seq = None
-            if with_last_seq:
-                last_seq = c.execute(_LAST_SEQ_SQL, (session_id,)).fetchone()[0] or 0
-            return SessionSnapshot(_session(row), _messages(rows), last_seq)
-
-        return await self._read(run)
+        await trio.to_thread.run_sync(run)
 
 
-_INSERT_EVENT = "INSERT INTO events VALUES (?,?,?,?,?)"
-_ROWS_PER_INSERT = 500  # 5 parameters a row, well under SQLite's 32766 limit
-_LAST_SEQ_SQL = "SELECT max(seq) FROM events WHERE session_id = ?"
-_MESSAGES_SQL = (
-    "SELECT id, session_id, turn_id, role, parts, created FROM messages"
-    " WHERE session_id = ? ORDER BY ord"
-)
+@asynccontextmanager
+async def SQLiteStore(path: Path) -> AsyncIterator[Store]:
+    """A Store on the SQLite file at `path` (the daemon's default)."""
+    async with open_store(SQLiteBackend(path)) as store:
+        yield store
 
 
-def _messages(rows: list[tuple]) -> list[Message]:
-    return [Message(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+def _close_writer(conn: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):  # a damaged file must not fail a clean stop
+        conn.execute("PRAGMA optimize")
+    conn.close()
 
 
-def _insert_events(c: sqlite3.Connection, rows: list[tuple]) -> set[int]:
-    """Insert event rows; return the indexes of those that could not be stored.
+# ---- applying a group of writes (in the writer's thread) -----------------------------
 
-    One multi-row INSERT per 500 rows rather than `executemany`: the sqlite3 module
-    releases and retakes the GIL around every statement step, and while the Trio thread
-    is busy each retake can wait a whole switch interval, so a step per row made a
-    batch of a hundred events cost a hundred waits.
-    """
-    if not c.in_transaction and len(rows) <= _ROWS_PER_INSERT:
-        # Autocommit (the writer's lone-batch path): one statement, atomic by itself.
-        try:
-            c.execute(f"INSERT INTO events VALUES {_marks(len(rows))}", _flat(rows))
-            return set()
-        except sqlite3.Error:
-            return _insert_one_by_one(c, rows)
-    c.execute("SAVEPOINT events")
+
+def _apply_all(conn: sqlite3.Connection, work: list[ops.WriteOp]) -> list[Any]:
+    """One transaction; each op in its own savepoint, so one failing op fails alone."""
+    if len(work) == 1 and isinstance(work[0], ops.InsertEvents):
+        # A lone event batch (the common case while one turn streams) is atomic without
+        # BEGIN/COMMIT around it, and every statement saved is a GIL round trip saved.
+        return [_insert_events(conn, work[0])]
+    results: list[Any] = []
     try:
-        for start in range(0, len(rows), _ROWS_PER_INSERT):
-            part = rows[start : start + _ROWS_PER_INSERT]
-            c.execute(f"INSERT INTO events VALUES {_marks(len(part))}", _flat(part))
-    except sqlite3.Error:
-        c.execute("ROLLBACK TO events")
-        return _insert_one_by_one(c, rows)
-    finally:
-        c.execute("RELEASE events")
-    return set()
+        conn.execute("BEGIN IMMEDIATE")
+        for op in work:
+            if isinstance(op, ops.InsertEvents):  # atomic per row already
+                results.append(_insert_events(conn, op))
+                continue
+            conn.execute("SAVEPOINT op")
+            try:
+                results.append(_HANDLERS[type(op)](conn, op))
+                conn.execute("RELEASE op")
+            except Exception as exc:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                results.append(_error(exc))
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise StoreError(f"database write failed: {exc}") from exc
+    return results
 
 
-def _insert_one_by_one(c: sqlite3.Connection, rows: list[tuple]) -> set[int]:
-    failed = set()
-    for i, row in enumerate(rows):
-        try:
-            c.execute(_INSERT_EVENT, row)  # one statement is atomic by itself
-        except sqlite3.Error:
-            failed.add(i)
-    return failed
+def _error(exc: Exception) -> StoreError:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return StoreConflict(f"refused by the database: {exc}")
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        return StoreError(f"database write failed: {exc}")
+    return StoreError(f"database write failed: {type(exc).__name__}: {exc}")
 
 
-@functools.lru_cache(maxsize=64)
-def _marks(n: int) -> str:
-    return ",".join(["(?,?,?,?,?)"] * n)
+def _create_project(c: sqlite3.Connection, op: ops.CreateProject) -> Project:
+    _insert_project(c, op.project)
+    row = c.execute("SELECT * FROM projects WHERE path = ?", (op.project.path,)).fetchone()
+    return Project(*row)
 
 
-def _flat(rows: list[tuple]) -> list[Any]:
-    return [v for row in rows for v in row]
+def _delete_project(c: sqlite3.Connection, op: ops.DeleteProject) -> bool:
+    c.execute("UPDATE sessions SET project = NULL WHERE project = ?", (op.project_id,))
+    return c.execute("DELETE FROM projects WHERE id = ?", (op.project_id,)).rowcount > 0
 
 
-def _save_message(c: sqlite3.Connection, message: Message) -> None:
+def _create_session(c: sqlite3.Connection, op: ops.CreateSession) -> Session:
+    stored = op.session
+    if op.new_project is not None:
+        # Two creates for the same new directory may race; the path decides.
+        _insert_project(c, op.new_project)
+        (project_id,) = c.execute(
+            "SELECT id FROM projects WHERE path = ?", (op.new_project.path,)
+        ).fetchone()
+        stored = attrs.evolve(stored, project=project_id)
+    c.execute(
+        f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+        _session_row(stored),
+    )
+    return stored
+
+
+def _update_session(c: sqlite3.Connection, op: ops.UpdateSession) -> None:
+    row = _session_row(op.session)
+    c.execute(
+        "UPDATE sessions SET created=?, updated=?, provider=?, model=?, project=?,"
+        " directory=?, title=?, permission=? WHERE id=?",
+        (*row[1:], row[0]),
+    )
+
+
+def _delete_sessions(c: sqlite3.Connection, op: ops.DeleteSessions) -> list[str]:
+    """Everything a session owns goes with it (ON DELETE CASCADE)."""
+    deleted = []
+    sql, extra = "DELETE FROM sessions WHERE id = ?", ()
+    if op.updated_before is not None:
+        sql, extra = sql + " AND updated < ?", (op.updated_before,)
+    for session_id in op.ids:
+        if c.execute(sql, (session_id, *extra)).rowcount:
+            deleted.append(session_id)
+    return deleted
+
+
+def _save_message(c: sqlite3.Connection, op: ops.SaveMessage) -> None:
+    message = op.message
     c.execute(
         "INSERT INTO messages (id, session_id, turn_id, role, parts, created, ord)"
         " VALUES (?,?,?,?,?,?, (SELECT coalesce(max(ord), 0) + 1 FROM messages))"
@@ -683,19 +432,154 @@ def _save_message(c: sqlite3.Connection, message: Message) -> None:
     )
 
 
-def _deliver(batch: list[_Job]) -> None:
-    """Runs on the Trio thread: tell every waiter of a committed batch, in order."""
-    for job in batch:
-        job.done(job)
+def _start_turn(c: sqlite3.Connection, op: ops.StartTurn) -> None:
+    _save_message(c, ops.SaveMessage(op.message))
+    _save_turn(c, ops.SaveTurn(op.turn))
 
 
-def _insert_project(c: sqlite3.Connection, p: Project, *, if_new: bool = False) -> None:
-    conflict = " ON CONFLICT(path) DO NOTHING" if if_new else ""
-    c.execute(f"INSERT INTO projects VALUES (?,?,?,?){conflict}", (p.id, p.name, p.path, p.created))
+def _save_turn(c: sqlite3.Connection, op: ops.SaveTurn) -> None:
+    c.execute(
+        f"REPLACE INTO turns ({_TURN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", _turn_row(op.turn)
+    )
 
 
-def _project(row: tuple) -> Project:
-    return Project(*row)
+def _close_turn(c: sqlite3.Connection, op: ops.CloseTurn) -> None:
+    if op.message is not None:
+        _save_message(c, ops.SaveMessage(op.message))
+    _expire_permissions(c, ops.ExpirePermissions([op.turn.id]))
+    c.executemany(_INSERT_EVENT, [_event_row(e) for e in op.events])
+    _save_turn(c, ops.SaveTurn(op.turn))
+
+
+def _touch_turns(c: sqlite3.Connection, op: ops.TouchTurns) -> None:
+    c.executemany(
+        "UPDATE turns SET alive = ? WHERE id = ? AND status = 'running'",
+        [(op.at, turn_id) for turn_id in op.turn_ids],
+    )
+
+
+def _save_permission(c: sqlite3.Connection, op: ops.SavePermission) -> None:
+    r = op.request
+    row = (r.id, r.session_id, r.turn_id, r.tool, json.dumps(r.args), r.status, r.created)
+    c.execute("REPLACE INTO permissions VALUES (?,?,?,?,?,?,?)", row)
+
+
+def _expire_permissions(c: sqlite3.Connection, op: ops.ExpirePermissions) -> int:
+    ids = list(op.turn_ids)
+    marks = ",".join("?" * len(ids))
+    return c.execute(
+        f"UPDATE permissions SET status = 'expired'"
+        f" WHERE status = 'pending' AND turn_id IN ({marks})",
+        ids,
+    ).rowcount
+
+
+def _flush(c: sqlite3.Connection, op: ops.Flush) -> None:
+    pass
+
+
+_HANDLERS: dict[type, Callable[[sqlite3.Connection, Any], Any]] = {
+    ops.CreateProject: _create_project,
+    ops.DeleteProject: _delete_project,
+    ops.CreateSession: _create_session,
+    ops.UpdateSession: _update_session,
+    ops.DeleteSessions: _delete_sessions,
+    ops.SaveMessage: _save_message,
+    ops.StartTurn: _start_turn,
+    ops.SaveTurn: _save_turn,
+    ops.CloseTurn: _close_turn,
+    ops.TouchTurns: _touch_turns,
+    ops.SavePermission: _save_permission,
+    ops.ExpirePermissions: _expire_permissions,
+    ops.Flush: _flush,
+}
+
+
+# What one bad row can raise: SQLite's errors, and values it cannot bind.
+_ROW_ERRORS = (sqlite3.Error, OverflowError, ValueError)
+_INSERT_EVENT = "INSERT INTO events VALUES (?,?,?,?,?)"
+_ROWS_PER_INSERT = 500  # 5 parameters a row, well under SQLite's 32766 limit
+_REPLACE_TURN = f"REPLACE INTO turns ({_TURN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+_LAST_SEQ_SQL = "SELECT max(seq) FROM events WHERE session_id = ?"
+_SESSION_LAST_SEQ_SQL = (
+    "SELECT (SELECT 1 FROM sessions WHERE id = ?),"
+    " (SELECT max(seq) FROM events WHERE session_id = ?)"
+)
+_SESSION_SQL = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?"
+_MESSAGES_SQL = (
+    "SELECT id, session_id, turn_id, role, parts, created FROM messages"
+    " WHERE session_id = ? ORDER BY ord"
+)
+
+
+def _insert_events(c: sqlite3.Connection, op: ops.InsertEvents) -> set[int] | StoreError:
+    """Insert the events; return the indexes of those that could not be stored.
+
+    One multi-row INSERT per 500 rows rather than `executemany`: the sqlite3 module
+    releases and retakes the GIL around every statement step, and while the Trio thread
+    is busy each retake can wait a whole switch interval, so a step per row made a
+    batch of a hundred events cost a hundred waits. If the insert fails (e.g. a session
+    deleted under a running turn), the rows are retried one by one so only the failing
+    ones are lost.
+    """
+    try:
+        rows = [_event_row(e) for e in op.events]
+    except Exception as exc:  # an unserialisable event: all of them are lost, not the writer
+        return _error(exc)
+    try:
+        if not c.in_transaction and len(rows) <= _ROWS_PER_INSERT:
+            try:
+                c.execute(f"INSERT INTO events VALUES {_marks(len(rows))}", _flat(rows))
+                return set()
+            except _ROW_ERRORS:
+                return _insert_one_by_one(c, rows)
+        c.execute("SAVEPOINT events")
+        try:
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                part = rows[start : start + _ROWS_PER_INSERT]
+                c.execute(f"INSERT INTO events VALUES {_marks(len(part))}", _flat(part))
+        except _ROW_ERRORS:
+            c.execute("ROLLBACK TO events")
+            return _insert_one_by_one(c, rows)
+        finally:
+            c.execute("RELEASE events")
+        return set()
+    except Exception as exc:  # not an SQLite error (e.g. a value SQLite cannot bind)
+        return _error(exc)
+
+
+def _insert_one_by_one(c: sqlite3.Connection, rows: list[tuple]) -> set[int]:
+    failed = set()
+    for i, row in enumerate(rows):
+        try:
+            c.execute(_INSERT_EVENT, row)  # one statement is atomic by itself
+        except _ROW_ERRORS:
+            failed.add(i)
+    return failed
+
+
+@functools.lru_cache(maxsize=64)
+def _marks(n: int) -> str:
+    return ",".join(["(?,?,?,?,?)"] * n)
+
+
+def _flat(rows: list[tuple]) -> list[Any]:
+    return [v for row in rows for v in row]
+
+
+def _event_row(e: Event) -> tuple:
+    return (e.session_id, e.seq, e.type, json.dumps(e.data), e.created)
+
+
+def _messages(rows: list[tuple]) -> list[Message]:
+    return [Message(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+
+
+def _insert_project(c: sqlite3.Connection, p: Project) -> None:
+    c.execute(
+        "INSERT INTO projects VALUES (?,?,?,?) ON CONFLICT(path) DO NOTHING",
+        (p.id, p.name, p.path, p.created),
+    )
 
 
 def _session_row(s: Session) -> tuple:
@@ -720,15 +604,6 @@ def _permission(row: tuple) -> PermissionRequest:
     return PermissionRequest(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6])
 
 
-def _delete_sessions(c: sqlite3.Connection, ids: list[str]) -> int:
-    deleted = 0
-    for session_id in ids:
-        for table in ("events", "messages", "turns", "permissions"):
-            c.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
-        deleted += c.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount
-    return deleted
-
-
 def _turn_row(t: Turn) -> tuple:
     return (
         t.id,
@@ -740,4 +615,5 @@ def _turn_row(t: Turn) -> tuple:
         t.input_tokens,
         t.output_tokens,
         t.cost,
+        t.alive,
     )

@@ -20,6 +20,7 @@ async def health() -> tuple[Response, int]:
         "version": __version__,
         "uptime": round(daemon.uptime, 3),
         "sessions_running": daemon.sessions.running_count,
+        "sessions_open": daemon.sessions.open_count,
         "database": database,
         "endpoints": {"tcp": daemon.endpoints.tcp, "unix": daemon.endpoints.unix},
     }

@@ -19,6 +19,7 @@ from quart_trio import QuartTrio
 
 from ... import agent
 from ...errors import InvalidRequest
+from ...storage import StoreError
 from ...wire import converter
 from ..app import get_daemon
 from ..params import json_body
@@ -74,7 +75,8 @@ async def follow_turn(submitted: agent.SubmittedTurn) -> AsyncIterator[bytes]:
 
     Whatever is ready at once goes out as one chunk: a fast stream commits its deltas
     in groups, and one HTTP chunk (one socket write) per group instead of per event is
-    most of what the daemon costs per token.
+    most of what the daemon costs per token. If the turn's end could not be stored
+    (disk full), the stream still ends with the turn's `error` and `complete`.
     """
     mine = submitted.message_id
     log = submitted.log
@@ -82,11 +84,9 @@ async def follow_turn(submitted: agent.SubmittedTurn) -> AsyncIterator[bytes]:
     async with aclosing(follow) as batches:
         async for batch in batches:
             if batch is None:
-                # Quiet for a while. If the turn has ended and everything it appended
-                # has been dealt with, its `complete` could not be stored (disk full):
-                # end the stream rather than wait for an event that will never come.
+                # Quiet for a while: has the turn ended with nothing left in flight?
                 if submitted.running.done.is_set() and log.committed_seq >= log.last_seq:
-                    return
+                    break
                 continue
             lines = []
             for event in batch:
@@ -95,6 +95,8 @@ async def follow_turn(submitted: agent.SubmittedTurn) -> AsyncIterator[bytes]:
                     yield b"".join(lines)
                     return
             yield b"".join(lines)
+    await submitted.running.done.wait()
+    yield b"".join(ndjson_line(event) for event in submitted.running.unrecorded)
 
 
 async def post_message(session_id: str) -> Response | tuple[Response, int]:
@@ -104,10 +106,14 @@ async def post_message(session_id: str) -> Response | tuple[Response, int]:
     except InvalidRequest as exc:
         raise _wire_names(exc) from None
     submitted = await agent.submit_message(daemon, session_id, body.parts)
-    if body.async_:
-        # A 202 promises the message is stored (the streaming answer shows that by its
-        # events, which cannot commit before it).
+    # The answer promises the message is stored. Waiting costs the turn nothing: it is
+    # already sending the provider request while the write commits.
+    try:
         await submitted.recorded()
+    except StoreError:
+        await daemon.sessions.abort(session_id)  # it cannot run: end it before answering
+        raise
+    if body.async_:
         payload = {
             "message_id": submitted.message_id,
             "turn_id": submitted.turn_id,

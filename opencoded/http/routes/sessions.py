@@ -126,12 +126,8 @@ async def get_session(session_id: str) -> Response:
 
 
 async def delete_session(session_id: str) -> Response:
-    daemon = get_daemon()
-    await load_session(session_id)
-    await daemon.sessions.close_session(session_id)
-    if not await daemon.store.delete_session(session_id):
+    if not await get_daemon().sessions.delete(session_id):
         raise SessionNotFound(session_id)
-    daemon.sessions.notify("session.deleted", session_id)
     return jsonify({"id": session_id, "deleted": True})
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -30,7 +31,7 @@ from quart_trio import QuartTrio
 
 from ...agent import abort_turn, answer_permission, submit_message
 from ...daemon import Daemon
-from ...errors import ApiError, InternalError, InvalidRequest, ServiceUnavailable
+from ...errors import ApiError, InternalError, InvalidRequest, ServiceUnavailable, SessionNotFound
 from ...records import Event
 from ...sessions import EventLog
 from ..app import get_daemon
@@ -101,12 +102,9 @@ def parse_after(value: str | None, field: str) -> int | None:
 # ---- session lifetime ---------------------------------------------------------------------
 
 
-async def open_log(daemon: Daemon, session_id: str) -> EventLog:
+def refuse_if_stopping(daemon: Daemon) -> None:
     if daemon.stopping.is_set():
         raise ServiceUnavailable("the daemon is shutting down")
-    await load_session(session_id)
-    runtime = await daemon.sessions.runtime(session_id)
-    return runtime.log
 
 
 # ---- WebSocket ----------------------------------------------------------------------------
@@ -119,7 +117,14 @@ async def session_stream(session_id: str) -> None:
     if unknown:
         raise InvalidRequest(f"unknown query parameter {unknown[0]!r}", {"field": unknown[0]})
     after = parse_after(websocket.args.get("after"), "after")
-    log = await open_log(daemon, session_id)
+    refuse_if_stopping(daemon)
+    async with daemon.sessions.hold(session_id) as runtime:
+        await _serve_websocket(daemon, session_id, runtime.log, after)
+
+
+async def _serve_websocket(
+    daemon: Daemon, session_id: str, log: EventLog, after: int | None
+) -> None:
     start = log.committed_seq if after is None else after
     ws = websocket._get_current_object()
     await ws.accept()
@@ -264,29 +269,41 @@ async def session_events(session_id: str) -> Response:
     # ?after=) and adds Last-Event-ID, so the header is the fresher of the two.
     resume = parse_after(request.headers.get("Last-Event-ID"), "Last-Event-ID")
     after = resume if resume is not None else params.after
-    log = await open_log(daemon, session_id)
-    start = log.committed_seq if after is None else after
-    heartbeat = SSE_HEARTBEAT
+    refuse_if_stopping(daemon)
+    await load_session(session_id)  # a 404 now; the body holds the session while it runs
 
     async def body():
-        async with aclosing(log.follow_batches(start, heartbeat=heartbeat)) as batches:
-            async for batch in batches:
-                if batch is not None:
-                    yield b"".join(sse_message(event) for event in batch)
-                elif daemon.stopping.is_set():
-                    return
-                else:
-                    yield b": ping\n\n"
+        try:
+            async with (
+                daemon.sessions.hold(session_id) as runtime,
+                aclosing(_sse_body(daemon, runtime.log, after)) as chunks,
+            ):
+                async for chunk in chunks:
+                    yield chunk
+        except SessionNotFound:
+            return  # deleted since the check above: nothing to follow
 
     return sse_response(body())
+
+
+async def _sse_body(daemon: Daemon, log: EventLog, after: int | None) -> AsyncIterator[bytes]:
+    start = log.committed_seq if after is None else after
+    follow = log.follow_batches(start, heartbeat=SSE_HEARTBEAT)
+    async with aclosing(follow) as batches:
+        async for batch in batches:
+            if batch is not None:
+                yield b"".join(sse_message(event) for event in batch)
+            elif daemon.stopping.is_set():
+                return
+            else:
+                yield b": ping\n\n"
 
 
 async def daemon_events() -> Response:
     """`GET /events`: session-level notices (created, deleted, status) for session lists."""
     daemon = get_daemon()
     query(NoQuery)
-    if daemon.stopping.is_set():
-        raise ServiceUnavailable("the daemon is shutting down")
+    refuse_if_stopping(daemon)
     # Listening starts now: a client holding the response headers misses no notice.
     listener = daemon.sessions.feed.listen_with_heartbeats(SSE_HEARTBEAT)
 
