@@ -44,7 +44,35 @@ class SyncTransport(Protocol):
     def close(self) -> None: ...
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
+class _OneWrite:
+    """Send the request line, headers and a bytes body in one write.
+
+    http.client writes the body separately; a daemon that answers without reading it (an
+    abort, a 413) and closes the connection then made that second write fail with EPIPE.
+    (`_send_output` and `_buffer` are http.client's own; this is the smallest override.)
+    """
+
+    _buffer: list[bytes]
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        if isinstance(message_body, bytes) and not encode_chunked:
+            self._buffer.extend((b"", b""))
+            request = b"\r\n".join(self._buffer) + message_body
+            del self._buffer[:]
+            self.send(request)  # type: ignore[attr-defined]
+            return
+        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+
+
+class _HTTPConnection(_OneWrite, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_OneWrite, http.client.HTTPSConnection):
+    pass
+
+
+class _UnixHTTPConnection(_OneWrite, http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float | None) -> None:
         super().__init__("localhost", timeout=timeout)
         self._path = path
@@ -83,9 +111,9 @@ class StdlibTransport:
                 self.endpoint.uds, CONNECT_TIMEOUT
             )
         elif self._https:
-            conn = http.client.HTTPSConnection(self._host, self._port, timeout=CONNECT_TIMEOUT)
+            conn = _HTTPSConnection(self._host, self._port, timeout=CONNECT_TIMEOUT)
         else:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=CONNECT_TIMEOUT)
+            conn = _HTTPConnection(self._host, self._port, timeout=CONNECT_TIMEOUT)
         try:
             conn.connect()
         except (OSError, http.client.HTTPException) as exc:
@@ -113,7 +141,9 @@ class StdlibTransport:
         try:
             if conn.sock is not None:
                 conn.sock.settimeout(read_timeout)
-            conn.request(method, self._prefix + _target(path, params), body=body, headers=hdrs)
+            # If the daemon answered before taking it all (a 413), read that answer.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                conn.request(method, self._prefix + _target(path, params), body=body, headers=hdrs)
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()

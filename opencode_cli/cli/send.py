@@ -38,7 +38,7 @@ def send(
     no_start: NoStartOpt = False,
 ) -> None:
     """Send a message and stream the reply (a new session in this directory unless told)."""
-    from opencode_cli import InvalidRequestError
+    from opencode_cli import InvalidRequestError, PayloadTooLargeError
 
     from ._output import error
     from ._sessions import choose_session
@@ -50,8 +50,8 @@ def send(
     render = JsonRenderer() if json_ else TextRenderer()
     try:
         status = run_turn(c, sid, text, render, permission_policy(yes, render.note))
-    except InvalidRequestError:
-        # Refused before anything was stored (e.g. no provider configured): do not leave
+    except (InvalidRequestError, PayloadTooLargeError):
+        # Refused before anything was stored (no provider, a body too large): do not leave
         # an empty session behind for every failed attempt.
         if created:
             c.sessions.delete(sid)
