@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
-from ._endpoint import Endpoint
+from ._endpoint import Endpoint, ensure_safe_socket
 from ._exceptions import ConnectError, ProtocolError, TransportError, error_from_response
 
 CONNECT_TIMEOUT = 5.0
@@ -50,6 +50,7 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self._path = path
 
     def connect(self) -> None:
+        ensure_safe_socket(self._path)  # again at connect: the dir may be new since resolve()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:

@@ -27,7 +27,7 @@ from .daemon import Daemon, Endpoints, ensure_token
 from .http.app import create_app
 from .http.routes import streams
 from .http.security import Policy, is_loopback
-from .paths import AF_UNIX_PATH_MAX
+from .paths import AF_UNIX_PATH_MAX, check_socket_dir
 from .providers.registry import ProviderRegistry
 from .sessions import SessionManager
 from .storage import SQLiteStore
@@ -78,6 +78,8 @@ def claim_socket_path(path: Path) -> int:
             path.parent.mkdir(parents=True, mode=0o700)
         except OSError as exc:
             raise StartupError(f"cannot create socket dir {path.parent}: {exc.strerror}") from None
+    if (unsafe := check_socket_dir(path.parent)) is not None:
+        raise StartupError(unsafe)
     lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
