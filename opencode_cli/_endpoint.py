@@ -108,7 +108,6 @@ def parse_url(url: str, token: str | None = None, env: Mapping[str, str] = os.en
         path = path[2:] if path.startswith("//") else path
         if not path.startswith("/"):
             raise OpencodeError(f"unix URL needs an absolute path: {url!r}")
-        ensure_safe_socket(path)
         return Endpoint(base_url=UDS_BASE_URL, uds=path)
     if url.startswith(("http://", "https://")):
         return Endpoint(base_url=url.rstrip("/"), token=token or read_token(env))
@@ -122,6 +121,4 @@ def resolve(
     chosen = url or env.get("OPENCODE_URL")
     if chosen:
         return parse_url(chosen, token, env)
-    path = str(socket_path(env))
-    ensure_safe_socket(path)
-    return Endpoint(base_url=UDS_BASE_URL, uds=path, default=True)
+    return Endpoint(base_url=UDS_BASE_URL, uds=str(socket_path(env)), default=True)

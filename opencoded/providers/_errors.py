@@ -144,7 +144,14 @@ def from_sdk(
     if isinstance(exc, sdk.APIError):
         # An error object inside the stream: the server failed while answering.
         return ProviderError(f"{provider} error: {exc.message}", retryable=True)
-    return ProviderError(f"{provider}: unexpected failure: {exc!r}")
+    return ProviderError(f"{provider}: unexpected failure: {_describe(exc)}")
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception's kind and reason, never its arguments (they can hold the request)."""
+    if isinstance(exc, UnicodeError) and hasattr(exc, "reason"):
+        return f"{type(exc).__name__}: {exc.reason}"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def parse_tool_input(raw: str) -> dict[str, Any]:

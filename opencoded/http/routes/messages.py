@@ -53,7 +53,7 @@ def _wire_names(exc: InvalidRequest) -> InvalidRequest:
     """cattrs reports the Python name `async_`; clients sent `async`."""
     text = json.dumps({"message": exc.message, "details": exc.details}).replace("async_", "async")
     fixed = json.loads(text)
-    return InvalidRequest(fixed["message"], fixed["details"])
+    return type(exc)(fixed["message"], fixed["details"])
 
 
 # Seconds of quiet after which a turn stream checks that its turn is still going.

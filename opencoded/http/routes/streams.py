@@ -34,7 +34,7 @@ from ...errors import ApiError, InternalError, InvalidRequest, ServiceUnavailabl
 from ...records import Event
 from ...sessions import EventLog
 from ..app import get_daemon
-from ..params import query
+from ..params import parse_json, parse_uint, query
 from .openapi import op, path_param, query_param
 from .sessions import load_session
 
@@ -85,17 +85,7 @@ def error_frame(error: ApiError) -> str:
 
 
 def parse_after(value: str | None, field: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        after = int(value.strip())
-    except ValueError:
-        after = -1
-    if after < 0:
-        raise InvalidRequest(
-            f"{field} must be a non-negative integer, got {value!r}", {"field": field}
-        )
-    return after
+    return None if value is None else parse_uint(value, field)
 
 
 # ---- session lifetime ---------------------------------------------------------------------
@@ -178,10 +168,7 @@ COMMAND_FIELDS = {
 
 
 def parse_command(raw: str | bytes) -> Command:
-    try:
-        frame = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"frame is not valid JSON: {exc}", {"field": "(frame)"}) from None
+    frame = parse_json(raw, "(frame)")
     if not isinstance(frame, dict):
         raise InvalidRequest("frame must be a JSON object", {"field": "(frame)"})
     kind = frame.get("type")
