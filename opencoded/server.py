@@ -186,7 +186,9 @@ async def run_daemon(
 
 
 async def _serve(config, store, token, socket_path, passed, cors_flag, stop, task_status) -> None:
-    providers = ProviderRegistry(config.provider, os.environ)
+    providers = ProviderRegistry(
+        config.provider, os.environ, idle_timeout=config.agent.stream_idle_timeout
+    )
     try:
         async with trio.open_nursery() as nursery:
             sessions = SessionManager(store, nursery)

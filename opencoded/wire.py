@@ -100,6 +100,8 @@ def _format(exc: BaseException, type_: Any) -> str:
         return f"must be one of {literal.group(2)}, got {literal.group(1)!r}"
     if isinstance(exc, TypeError) and str(exc).startswith("expected"):
         return str(exc)
+    if type(exc) is ValueError:  # a record's own validator: its text is the explanation
+        return str(exc)
     return cattrs.v.format_exception(exc, type_)
 
 
