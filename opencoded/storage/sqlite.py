@@ -154,7 +154,11 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             conn.close()
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
-        self.path.chmod(0o600)
+        try:
+            self.path.chmod(0o600)
+        except OSError as exc:  # e.g. `chattr +i`: SQLite opened it, but it cannot be ours
+            conn.close()
+            raise StoreError(f"cannot open database {self.path}: {exc.strerror}") from None
         return conn
 
     # ---- the writer ----------------------------------------------------------------
