@@ -301,16 +301,17 @@ def register(app: QuartTrio) -> None:
 
 
 SID = [path_param("session_id")]
-AFTER = query_param("after", "integer", "replay the events after this seq first")
+AFTER = query_param("after", {"type": "integer", "minimum": 0}, "replay the events after this seq")
 LAST_EVENT_ID = {
     "name": "Last-Event-ID",
     "in": "header",
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
     "description": "resume after this seq (EventSource sends it on reconnect); beats ?after=",
 }
 
 _ws_op = op(
-    "WebSocket of the session's events (send Upgrade: websocket). Server frames: "
+    op_id="sessionStream",
+    summary="WebSocket of the session's events (send Upgrade: websocket). Server frames: "
     '{"type", "seq", ...data}; client frames: {"type": "message", "content"|"parts"}, '
     '{"type": "abort"}, {"type": "permission", "id", "response"}. Unknown session: '
     "handshake refused with 404; session deleted: close 4404; shutdown: close 1001.",
@@ -324,6 +325,7 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
     "/sessions/{session_id}/events": {
         "get": op(
             "Server-Sent Events of the session's event log (id: seq, event: type)",
+            op_id="sessionEvents",
             params=[*SID, AFTER, LAST_EVENT_ID],
             errors=(400, 404, 503),
             content="text/event-stream",
@@ -333,6 +335,7 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
         "get": op(
             "Server-Sent Events of session-level changes "
             "(session.created, session.deleted, session.status)",
+            op_id="daemonEvents",
             errors=(503,),
             content="text/event-stream",
         )
