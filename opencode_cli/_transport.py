@@ -70,6 +70,9 @@ class StdlibTransport:
     permission answer or an abort go out while another thread holds a stream open."""
 
     def __init__(self, endpoint: Endpoint, timeout: float | None = 30.0) -> None:
+        if endpoint.uds:
+            # Also guards what the CLI reads next to the socket (the pid in its lock file).
+            ensure_safe_socket(endpoint.uds)
         self.endpoint = endpoint
         self.timeout = timeout
         parts = urlsplit(endpoint.base_url)

@@ -121,7 +121,50 @@ def test_cli_refuses_to_talk_through_a_foreign_socket_dir() -> None:
     finally:
         fake.kill()
         fake.wait()
+        if fake.stdout is not None:
+            fake.stdout.close()
         shutil.rmtree(run.parent, ignore_errors=True)
+
+
+def test_cli_daemon_stop_never_signals_a_pid_from_a_foreign_dir() -> None:
+    """`opencode daemon stop` reads the pid from the lock file beside the socket: in another
+    user's directory that pid is theirs to choose, and the CLI would kill it."""
+    if NOBODY is None:
+        pytest.skip("needs root to create a directory owned by another user")
+    run = hostile_dir(0o755)
+    victim = subprocess.Popen(["sleep", "60"])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(run / "opencoded.sock.lock"), str(victim.pid)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        env = clean_env(
+            OPENCODE_SOCKET=str(run / "opencoded.sock"), OPENCODE_DATA_DIR=str(run.parent / "d")
+        )
+        res = subprocess.run(
+            [OPENCODE, "daemon", "stop"], capture_output=True, text=True, timeout=20, env=env
+        )
+        assert res.returncode == 1
+        assert "owned by" in res.stderr
+        assert victim.poll() is None  # not signalled
+    finally:
+        for proc in (holder, victim):
+            proc.kill()
+            proc.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+        shutil.rmtree(run.parent, ignore_errors=True)
+
+
+LOCK_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, (sys.argv[2] + "\\n").encode())
+print("locked", flush=True)
+time.sleep(60)
+"""
 
 
 def _client(url: str | None, sock: Path) -> Client:

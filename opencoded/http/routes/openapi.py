@@ -249,7 +249,7 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
                 query_param(
                     "before",
                     {"type": "string", "minLength": 1},
-                    "cursor: a session id (404 if there is none)",
+                    "cursor: an existing session's id",
                 ),
                 query_param("project", {"type": "string"}, "project id"),
             ],

@@ -137,7 +137,7 @@ async def list_sessions() -> Response:
         raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}", {"field": "limit"})
     store = get_daemon().store
     if params.before is not None and await store.get_session(params.before) is None:
-        raise NotFound(f"unknown cursor session {params.before!r}", {"field": "before"})
+        raise InvalidRequest(f"unknown cursor session {params.before!r}", {"field": "before"})
     sessions = await store.list_sessions(
         limit=params.limit, before=params.before, project=params.project
     )
