@@ -19,7 +19,7 @@ import anyio
 import httpx
 
 from . import _routes as r
-from ._endpoint import Endpoint, resolve
+from ._endpoint import Endpoint, ensure_safe_socket, resolve
 from ._exceptions import ConnectError, ProtocolError, TransportError, error_from_response
 from ._models import (
     Accepted,
@@ -42,6 +42,8 @@ class _AsyncTransport:
         headers = {"Accept": "application/json"}
         if endpoint.token and not endpoint.uds:
             headers["Authorization"] = f"Bearer {endpoint.token}"
+        if endpoint.uds:
+            ensure_safe_socket(endpoint.uds)
         transport = httpx.AsyncHTTPTransport(uds=endpoint.uds) if endpoint.uds else None
         self._client = httpx.AsyncClient(
             base_url=endpoint.base_url,

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import _routes as r
-from ._endpoint import Endpoint, resolve
+from ._endpoint import Endpoint, ensure_safe_socket, resolve
 from ._exceptions import (
     ConnectError,
     ProtocolError,
@@ -54,6 +54,8 @@ class HttpxTransport:
         headers = {"Accept": "application/json"}
         if endpoint.token and not endpoint.uds:
             headers["Authorization"] = f"Bearer {endpoint.token}"
+        if endpoint.uds:
+            ensure_safe_socket(endpoint.uds)
         transport = httpx.HTTPTransport(uds=endpoint.uds) if endpoint.uds else None
         # trust_env=False: HTTP_PROXY would otherwise be applied to 127.0.0.1 (stack notes 7).
         self._client = httpx.Client(

@@ -6,12 +6,13 @@ Kept free of httpx so the CLI can resolve an endpoint without paying for that im
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
 
-from ._exceptions import OpencodeError
+from ._exceptions import OpencodeError, UnsafeSocketError
 
 # Over the unix socket the host part of the URL is only sent as the Host header; the daemon
 # accepts "localhost" as a loopback name (DNS-rebinding check), so use that.
@@ -47,6 +48,42 @@ def socket_path(env: Mapping[str, str] = os.environ) -> Path:
     if env.get("XDG_RUNTIME_DIR"):
         return Path(env["XDG_RUNTIME_DIR"]) / "opencode" / "opencoded.sock"
     return Path(f"/tmp/opencode-{os.getuid()}") / "opencoded.sock"
+
+
+def check_socket_dir(directory: Path) -> str | None:
+    """Why the socket's directory cannot be trusted, or None (the daemon's check, copied).
+
+    Whoever owns or may write it could have replaced the socket with their own listener,
+    which would read our requests and answer in the daemon's name.
+    """
+    try:
+        info = os.lstat(directory)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot inspect socket dir {directory}: {exc.strerror}"
+    if stat.S_ISLNK(info.st_mode):
+        return f"socket dir {directory} is a symlink; refusing it"
+    if not stat.S_ISDIR(info.st_mode):
+        return f"socket dir {directory} is not a directory"
+    if info.st_uid != os.geteuid():
+        return (
+            f"socket dir {directory} is owned by uid {info.st_uid}, not by this user "
+            f"(uid {os.geteuid()}); refusing it: its owner could impersonate the daemon"
+        )
+    if info.st_mode & 0o022:
+        return (
+            f"socket dir {directory} is group/other writable (mode {info.st_mode & 0o777:o}); "
+            "refusing it: run `chmod 700` on it"
+        )
+    return None
+
+
+def ensure_safe_socket(path: str) -> None:
+    """Raise OpencodeError when the socket at `path` sits in a directory we cannot trust."""
+    unsafe = check_socket_dir(Path(path).parent)
+    if unsafe is not None:
+        raise UnsafeSocketError(unsafe)
 
 
 def read_token(env: Mapping[str, str] = os.environ) -> str | None:

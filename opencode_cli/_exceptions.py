@@ -29,6 +29,10 @@ class ProtocolError(TransportError):
     """The daemon answered something that is not the API (cut stream, bad JSON, wrong type)."""
 
 
+class UnsafeSocketError(TransportError):
+    """The socket's directory is another user's or writable by others: never talk through it."""
+
+
 class APIError(OpencodeError):
     """The daemon answered with an error document ``{"error": {code, message, details}}``."""
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
-from ._endpoint import Endpoint
+from ._endpoint import Endpoint, ensure_safe_socket
 from ._exceptions import ConnectError, ProtocolError, TransportError, error_from_response
 
 CONNECT_TIMEOUT = 5.0
@@ -78,6 +78,7 @@ class _UnixHTTPConnection(_OneWrite, http.client.HTTPConnection):
         self._path = path
 
     def connect(self) -> None:
+        ensure_safe_socket(self._path)  # again at connect: the dir may be new since resolve()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
@@ -97,6 +98,9 @@ class StdlibTransport:
     permission answer or an abort go out while another thread holds a stream open."""
 
     def __init__(self, endpoint: Endpoint, timeout: float | None = 30.0) -> None:
+        if endpoint.uds:
+            # Also guards what the CLI reads next to the socket (the pid in its lock file).
+            ensure_safe_socket(endpoint.uds)
         self.endpoint = endpoint
         self.timeout = timeout
         parts = urlsplit(endpoint.base_url)

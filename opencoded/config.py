@@ -74,6 +74,14 @@ class AgentConfig:
     max_steps: int = 50
     bash_timeout: float = 120.0
     max_tokens: int = 8192
+    # Seconds a provider may send nothing (before its headers or between bytes) before
+    # the step counts as a dropped stream: retried if nothing was shown yet, else an error.
+    stream_idle_timeout: float = attrs.field(default=90.0)
+
+    @stream_idle_timeout.validator
+    def _positive(self, _attribute: Any, value: float) -> None:
+        if not value > 0:
+            raise ValueError(f"streamIdleTimeout must be above 0 seconds, got {value}")
 
 
 @attrs.frozen
@@ -111,7 +119,13 @@ def _camel(cls: type, **renames: str) -> None:
 
 _camel(ServerConfig, allowed_hosts="allowedHosts", rate_limit="rateLimit")
 _camel(RetentionConfig, interval_hours="intervalHours")
-_camel(AgentConfig, max_steps="maxSteps", bash_timeout="bashTimeout", max_tokens="maxTokens")
+_camel(
+    AgentConfig,
+    max_steps="maxSteps",
+    bash_timeout="bashTimeout",
+    max_tokens="maxTokens",
+    stream_idle_timeout="streamIdleTimeout",
+)
 _camel(Config, data_dir="dataDir", log_level="logLevel")
 
 

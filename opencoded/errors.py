@@ -28,6 +28,12 @@ class InvalidRequest(ApiError):
     status = 400
 
 
+class UnsupportedMediaType(InvalidRequest):
+    """A JSON route got a body that is not `application/json` (contract 8: 415, same code)."""
+
+    status = 415
+
+
 class Unauthorized(ApiError):
     code = "UNAUTHORIZED"
     status = 401

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import signal
 import sys
@@ -108,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides, cors_flag = overrides_from(args)
         config = load_config(Path(args.config) if args.config else None, overrides=overrides)
         setup_logging(config.log_level)
+        # A fatal signal (SIGBUS when SQLite's mmapped -shm file becomes unwritable, see
+        # docs/security.md) would otherwise end the daemon without a word in its log.
+        faulthandler.enable(sys.stderr)
         trio.run(_main, config, cors_flag)
     except expected as exc:
         print(f"opencoded: {exc}", file=sys.stderr)

@@ -30,7 +30,7 @@ from .http import hypercorn_fixes
 from .http.app import create_app
 from .http.routes import streams
 from .http.security import Policy, is_loopback
-from .paths import AF_UNIX_PATH_MAX
+from .paths import AF_UNIX_PATH_MAX, check_socket_dir
 from .providers.registry import ProviderRegistry
 from .sessions import open_session_manager
 from .storage import SQLiteBackend, Store, StoreError, open_store
@@ -79,6 +79,8 @@ def claim_socket_path(path: Path) -> int:
             path.parent.mkdir(parents=True, mode=0o700)
         except OSError as exc:
             raise StartupError(f"cannot create socket dir {path.parent}: {exc.strerror}") from None
+    if (unsafe := check_socket_dir(path.parent)) is not None:
+        raise StartupError(unsafe)
     lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -211,7 +213,9 @@ async def _open_store(data_dir: Path) -> AsyncIterator[Store]:
 
 
 async def _serve(config, store, token, socket_path, passed, cors_flag, stop, task_status) -> None:
-    providers = ProviderRegistry(config.provider, os.environ)
+    providers = ProviderRegistry(
+        config.provider, os.environ, idle_timeout=config.agent.stream_idle_timeout
+    )
     try:
         async with open_session_manager(store) as sessions, trio.open_nursery() as nursery:
             daemon = Daemon(config, store, sessions, providers, token, nursery)

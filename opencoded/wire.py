@@ -100,6 +100,8 @@ def _format(exc: BaseException, type_: Any) -> str:
         return f"must be one of {literal.group(2)}, got {literal.group(1)!r}"
     if isinstance(exc, TypeError) and str(exc).startswith("expected"):
         return str(exc)
+    if type(exc) is ValueError:  # a record's own validator: its text is the explanation
+        return str(exc)
     return cattrs.v.format_exception(exc, type_)
 
 
@@ -133,6 +135,47 @@ def structure(data: Any, cls: type[T], *, what: str = "body") -> T:
             f"invalid {field}: {message}",
             {"field": field, "errors": [f"{f}: {m}" for f, m in problems]},
         ) from None
+
+
+# Deeper than any body the API defines; a bound keeps recursive code (cattrs, json.dumps,
+# storage) far from Python's recursion limit.
+MAX_DEPTH = 32
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_json(data: Any, *, what: str = "(body)") -> None:
+    """Refuse decoded JSON the daemon must not keep: lone surrogates and deep nesting.
+
+    `json.loads` accepts `"\\ud800"`, but such a string cannot be encoded as UTF-8, so
+    stored it would break every later use (a provider request, a log line). Walks the
+    value without recursion; the InvalidRequest names the field, as `parts[0].text`.
+    """
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            _check_text(value, path or what)
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth >= MAX_DEPTH:
+            raise InvalidRequest(
+                f"JSON nested deeper than {MAX_DEPTH} levels", {"field": path or what}
+            )
+        if isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+            continue
+        for key, item in value.items():
+            _check_text(key, path or what)
+            stack.append((item, f"{path}.{key}" if path else key, depth + 1))
+
+
+def _check_text(text: str, field: str) -> None:
+    if _SURROGATE.search(text):
+        raise InvalidRequest(
+            f"invalid {field}: contains a lone surrogate (\\ud800-\\udfff), not valid Unicode",
+            {"field": field},
+        )
 
 
 def unstructure(obj: Any) -> Any:

@@ -142,7 +142,10 @@ def create_app(daemon: Daemon, policy: Policy) -> QuartTrio:
             405: f"method {request.method} not allowed on {request.path}",
             413: f"body over {MAX_BODY_BYTES} bytes",
         }.get(error.code or 500, error.description or "error")
-        return error_response(cls(message))
+        response = error_response(cls(message))
+        if error.code == 405 and getattr(error, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        return response
 
     @app.errorhandler(Exception)
     async def internal_error(error: Exception) -> Response:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 import time
 from collections.abc import Mapping
-from fnmatch import fnmatchcase
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -34,11 +35,80 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+_HOST_RE = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::([0-9]{1,5}))?$")
+_NAME_RE = re.compile(r"^(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)*\.?$")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+ANY_PORT = -1
+
+Origin = tuple[str, str, int]  # scheme, host (IPv6 in brackets), port
+
+
+def parse_host(host_header: str) -> tuple[str, int | None] | None:
+    """`Host: name[:port]` strictly: no userinfo, path or stray characters. IPv6 in brackets."""
+    match = _HOST_RE.match(host_header.strip().lower())
+    if match is None or not _valid_name(match.group(1)):
+        return None
+    port = int(match.group(2)) if match.group(2) else None
+    if port is not None and port > 65535:
+        return None
+    return match.group(1), port
+
+
+def _valid_name(name: str) -> bool:
+    if name.startswith("["):
+        try:
+            return ipaddress.ip_address(name[1:-1]).version == 6
+        except ValueError:
+            return False
+    return bool(_NAME_RE.match(name)) and not name.startswith("*")
+
+
 def host_name(host_header: str) -> str:
-    """`example.com:3000` -> `example.com`; `[::1]:3000` -> `[::1]`."""
-    if host_header.startswith("["):
-        return host_header.split("]")[0] + "]"
-    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+    """`example.com:3000` -> `example.com`; `[::1]:3000` -> `[::1]`; malformed -> ``."""
+    parsed = parse_host(host_header)
+    return parsed[0] if parsed else ""
+
+
+def parse_origin(text: str, *, pattern: bool = False) -> Origin | None:
+    """`scheme://host[:port]` and nothing else, as browsers send Origin; None if it is not.
+
+    In a configured pattern the port may be `*` (any port) and the host may start with
+    `*.` (any subdomain). Compared as parts, never as text, so `http://[::1]:3000` works
+    and `http://localhost:1.evil.com` is no localhost.
+    """
+    any_port = pattern and text.endswith(":*")
+    if any_port:
+        text = text[:-2]
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return None
+    if (
+        parts.scheme not in DEFAULT_PORTS
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+        or not parts.hostname
+    ):
+        return None
+    host = parts.hostname.lower()
+    host = f"[{host}]" if ":" in host else host
+    if not (_valid_name(host) or (pattern and _NAME_RE.match(host))):
+        return None
+    if any_port:
+        return parts.scheme, host, ANY_PORT
+    return parts.scheme, host, port if port is not None else DEFAULT_PORTS[parts.scheme]
+
+
+def origin_matches(origin: Origin, pattern: Origin) -> bool:
+    scheme, host, port = pattern
+    if origin[0] != scheme or (port != ANY_PORT and origin[2] != port):
+        return False
+    if host.startswith("*."):
+        return origin[1].endswith(host[1:])
+    return origin[1] == host
 
 
 @attrs.frozen
@@ -66,13 +136,24 @@ class Policy:
         )
 
     def origin_allowed(self, origin: str) -> bool:
-        return any(fnmatchcase(origin, pattern) for pattern in self.cors_origins)
+        parsed = parse_origin(origin)
+        if parsed is None:
+            return False
+        for pattern in self.cors_origins:
+            if pattern == "*":
+                return True  # the user's explicit choice: any origin
+            wanted = parse_origin(pattern, pattern=True)
+            if wanted is not None and origin_matches(parsed, wanted):
+                return True
+        return False
 
     def host_allowed(self, host_header: str) -> bool:
-        name = host_name(host_header.strip().lower())
+        name = host_name(host_header)
+        if not name:
+            return False
         if self.allowed_hosts is not None:
             return name in self.allowed_hosts or host_header in self.allowed_hosts
-        if is_loopback(name) or name == self.bind_host:
+        if is_loopback(name) or name.strip("[]") == self.bind_host.strip("[]").lower():
             return True
         # Bound to a non-loopback address: the token is the guard, any Host is accepted.
         return not is_loopback(self.bind_host)

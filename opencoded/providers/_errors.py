@@ -139,12 +139,33 @@ def from_sdk(
             key_hint=key_hint,
             fallback=exc.message,
         )
+    if _is_timeout(sdk, exc):
+        return ProviderError(
+            f"{provider} sent nothing within the stream idle timeout "
+            "(config agent.streamIdleTimeout)",
+            retryable=True,
+        )
     if isinstance(exc, sdk.APIConnectionError | transport_error):
         return stream_cut(provider, exc) if midstream else connection_error(provider, exc)
     if isinstance(exc, sdk.APIError):
         # An error object inside the stream: the server failed while answering.
         return ProviderError(f"{provider} error: {exc.message}", retryable=True)
-    return ProviderError(f"{provider}: unexpected failure: {exc!r}")
+    return ProviderError(f"{provider}: unexpected failure: {_describe(exc)}")
+
+
+def _is_timeout(sdk: Any, exc: BaseException) -> bool:
+    """The SDK's timeout before headers, or httpx2's ReadTimeout while reading the body."""
+    return isinstance(exc, sdk.APITimeoutError) or type(exc).__name__ in (
+        "ReadTimeout",
+        "PoolTimeout",
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception's kind and reason, never its arguments (they can hold the request)."""
+    if isinstance(exc, UnicodeError) and hasattr(exc, "reason"):
+        return f"{type(exc).__name__}: {exc.reason}"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def parse_tool_input(raw: str) -> dict[str, Any]:

@@ -200,7 +200,7 @@ class AnthropicProvider:
         *,
         api_key: str | None,
         base_url: str | None = None,
-        timeout: float = 600.0,
+        timeout: float = 90.0,
         key_hint: str = KEY_HINT,
     ) -> None:
         import anthropic
@@ -221,7 +221,10 @@ class AnthropicProvider:
             api_key=api_key,
             base_url=base_url,
             max_retries=0,
-            timeout=httpx2.Timeout(timeout, connect=10.0),
+            # The read timeout bounds each wait for the next bytes, the response
+            # headers included: a stalled provider costs at most `timeout` (the
+            # config's agent.streamIdleTimeout), then retry.py treats it as a drop.
+            timeout=httpx2.Timeout(timeout, connect=min(10.0, timeout)),
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:

@@ -116,6 +116,20 @@ class Stop:
 StreamEvent = TextDelta | TextEnd | ToolCall | Usage | Stop
 
 
+MAX_MESSAGE = 500
+
+
+def clean_message(text: str) -> str:
+    """Error text fit for an event: valid UTF-8 (no lone surrogates) and short.
+
+    A provider's or SDK's error text can quote the request it failed on (a
+    UnicodeEncodeError's repr holds the whole JSON body: prompt and history), and the
+    error goes to every watcher and into the log; the text is cut to stay a message.
+    """
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
 class ProviderError(Exception):
     """A provider failure, already classified for the API.
 
@@ -133,6 +147,7 @@ class ProviderError(Exception):
         retryable: bool = False,
         retry_after: float | None = None,
     ) -> None:
+        message = clean_message(message)
         super().__init__(message)
         self.message = message
         self.code = code

@@ -223,7 +223,7 @@ class OpenAICompatProvider:
         api_key: str | None,
         base_url: str | None = None,
         official: bool = True,
-        timeout: float = 600.0,
+        timeout: float = 90.0,
         key_hint: str = "OPENAI_API_KEY or provider.openai.options.apiKey",
     ) -> None:
         import httpx2
@@ -239,7 +239,10 @@ class OpenAICompatProvider:
             api_key=api_key or "not-needed",
             base_url=base_url,
             max_retries=0,
-            timeout=httpx2.Timeout(timeout, connect=10.0),
+            # The read timeout bounds each wait for the next bytes, the response
+            # headers included: a stalled provider costs at most `timeout` (the
+            # config's agent.streamIdleTimeout), then retry.py treats it as a drop.
+            timeout=httpx2.Timeout(timeout, connect=min(10.0, timeout)),
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:

@@ -117,7 +117,14 @@ def _spec(pid: str, entry: dict[str, Any], env: Mapping[str, str]) -> ProviderSp
 class ProviderRegistry:
     """Providers from config and environment; clients built lazily and cached."""
 
-    def __init__(self, provider_config: Mapping[str, Any] | None, env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        provider_config: Mapping[str, Any] | None,
+        env: Mapping[str, str],
+        *,
+        idle_timeout: float = 90.0,
+    ) -> None:
+        self.idle_timeout = idle_timeout  # config agent.streamIdleTimeout
         config = dict(provider_config or {})
         self.specs: dict[str, ProviderSpec] = {}
         for pid in [*_BUILTIN, *(k for k in config if k not in _BUILTIN)]:
@@ -277,7 +284,11 @@ class ProviderRegistry:
             from .anthropic import AnthropicProvider
 
             provider = AnthropicProvider(
-                spec.id, api_key=spec.api_key, base_url=spec.base_url, key_hint=spec.key_hint
+                spec.id,
+                api_key=spec.api_key,
+                base_url=spec.base_url,
+                key_hint=spec.key_hint,
+                timeout=self.idle_timeout,
             )
         else:
             from .openai_compat import OpenAICompatProvider
@@ -288,6 +299,7 @@ class ProviderRegistry:
                 base_url=spec.base_url,
                 official=spec.kind == "openai",
                 key_hint=spec.key_hint,
+                timeout=self.idle_timeout,
             )
         self._providers[provider_id] = provider
         return provider

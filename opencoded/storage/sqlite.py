@@ -145,9 +145,12 @@ class SQLiteBackend:
                 raise StoreError(f"cannot put {self.path} in WAL mode (got {mode})")
             migrate(conn)
             self.path.chmod(0o600)
-        except (sqlite3.Error, OSError) as exc:
+        except sqlite3.Error as exc:
             conn.close()
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        except OSError as exc:  # e.g. `chattr +i`: SQLite opened it, but it cannot be ours
+            conn.close()
+            raise StoreError(f"cannot open database {self.path}: {exc.strerror}") from None
         except BaseException:
             conn.close()
             raise

@@ -36,6 +36,8 @@ With an empty queue every request gets the default reply `Reply(text=["ok"])`.
   finishing the chunked body, as a broken network would.
 - `hang`: send the opening chunks up to and including the first text (or tool) delta, then
   wait until the client goes away (counted in `disconnects`).
+- `stall`: accept the request, then send nothing at all (not even the status line) until the
+  client goes away (counted in `disconnects`): a provider stuck before its headers.
 
 One "chunk" is one SSE event (Anthropic) or one `data:` line (OpenAI).
 
@@ -93,6 +95,7 @@ class Reply:
     retry_after: float | None = None
     cut_after: int | None = None
     hang: bool = False
+    stall: bool = False
 
     @property
     def anthropic_stop(self) -> str:
@@ -364,6 +367,12 @@ class FakeLLM:
             self._note_disconnect()
             raise
 
+    async def _stall(self) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            self._note_disconnect()
+
     def _error_headers(self, reply: Reply) -> dict[str, str]:
         headers = {"request-id": f"req_{uuid.uuid4().hex[:24]}"}
         if reply.retry_after is not None:
@@ -379,6 +388,8 @@ class FakeLLM:
             body = await request.get_json(force=True)
             self._record(body)
             reply = self._next_reply()
+            if reply.stall:
+                await self._stall()
             headers = self._error_headers(reply)
             if reply.status != 200:
                 kind = _ANTHROPIC_ERROR_TYPES.get(reply.status, "api_error")
@@ -402,6 +413,8 @@ class FakeLLM:
             body = await request.get_json(force=True)
             self._record(body)
             reply = self._next_reply()
+            if reply.stall:
+                await self._stall()
             headers = self._error_headers(reply)
             headers["x-request-id"] = headers.pop("request-id")
             if reply.status != 200:

@@ -16,7 +16,7 @@ from ... import retention
 from ...errors import InvalidRequest
 from ..app import get_daemon
 from ..params import json_body
-from .openapi import op
+from .openapi import STR, obj, op
 
 MAX_DAYS = 365_000.0  # keeps `days * 86400` far from overflowing a timestamp
 
@@ -51,6 +51,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
             "older_than_days": {
                 "type": "number",
                 "minimum": 0,
+                "maximum": MAX_DAYS,
                 "description": "remove sessions not updated for this many days (busy ones stay)",
             }
         },
@@ -60,8 +61,9 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
 OPENAPI_PATHS: dict[str, dict[str, Any]] = {
     "/sessions/prune": {
         "post": op(
-            "Remove sessions not updated for N days, then shrink the database;"
-            ' answers {"deleted": [ids]}',
+            "Remove sessions not updated for N days, then shrink the database",
+            op_id="pruneSessions",
+            schema=obj(["deleted"], deleted={"type": "array", "items": STR}),
             body="PruneRequest",
             errors=(400, 413),
         )

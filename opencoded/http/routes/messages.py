@@ -23,7 +23,7 @@ from ...storage import StoreError
 from ...wire import converter
 from ..app import get_daemon
 from ..params import json_body
-from .openapi import op, path_param
+from .openapi import ANY_OBJ, FIRST_ID, STR, TIME, array_of, link, obj, op, path_param, ref
 
 NDJSON = "application/x-ndjson"
 
@@ -54,7 +54,7 @@ def _wire_names(exc: InvalidRequest) -> InvalidRequest:
     """cattrs reports the Python name `async_`; clients sent `async`."""
     text = json.dumps({"message": exc.message, "details": exc.details}).replace("async_", "async")
     fixed = json.loads(text)
-    return InvalidRequest(fixed["message"], fixed["details"])
+    return type(exc)(fixed["message"], fixed["details"])
 
 
 # Seconds of quiet after which a turn stream checks that its turn is still going.
@@ -171,6 +171,8 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
             "parts": {
                 "type": "array",
                 "minItems": 1,
+                "contains": {"properties": {"text": {"pattern": "\\S"}}},
+                "description": "at least one part's text is not blank",
                 "items": {
                     "type": "object",
                     "additionalProperties": False,
@@ -190,37 +192,74 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "required": ["response"],
         "properties": {"response": {"enum": ["once", "always", "reject"]}},
     },
+    "Message": obj(
+        ["id", "role", "created", "parts"],
+        id=STR,
+        role={"enum": ["user", "assistant"]},
+        created=TIME,
+        parts={"type": "array", "items": {"type": "object", "required": ["type"]}},
+    ),
+    "PermissionRequest": obj(
+        ["id", "tool", "args", "created"], id=STR, tool=STR, args=ANY_OBJ, created=TIME
+    ),
+    "TurnAccepted": obj(
+        ["message_id", "turn_id", "user_message_id", "seq"],
+        message_id=STR,
+        turn_id=STR,
+        user_message_id=STR,
+        seq={"type": "integer", "minimum": 0},
+    ),
 }
 
 OPENAPI_PATHS: dict[str, dict[str, Any]] = {
     "/sessions/{session_id}/messages": {
-        "post": {
-            **op(
-                "Send a message: runs a turn and streams its events as NDJSON lines "
-                '{"type", "seq", "data"} until `complete` (202 with async: true)',
-                body="MessageCreate",
-                params=SID,
-                errors=(400, 404, 409, 413),
-                content=NDJSON,
-            ),
-        },
+        "post": op(
+            "Send a message: runs a turn and streams its events as NDJSON lines "
+            '{"type", "seq", "data"} until `complete` (202 with async: true)',
+            op_id="postMessage",
+            body="MessageCreate",
+            params=SID,
+            errors=(400, 404, 409, 413),
+            content=NDJSON,
+        ),
         "get": op(
-            "The session's messages in order: [{id, role, created, parts}]",
+            "The session's messages in order",
+            op_id="getMessages",
+            schema=array_of("Message"),
             params=SID,
             errors=(404,),
         ),
     },
     "/sessions/{session_id}/abort": {
-        "post": op("Cancel the running turn: {aborted: bool}", params=SID, errors=(404,)),
+        "post": op(
+            "Cancel the running turn",
+            op_id="abortTurn",
+            schema=obj(["aborted"], aborted={"type": "boolean"}),
+            params=SID,
+            errors=(404,),
+        ),
     },
     "/sessions/{session_id}/permissions": {
         "get": op(
-            "Pending permission requests: [{id, tool, args, created}]", params=SID, errors=(404,)
+            "Pending permission requests, oldest first",
+            op_id="getPermissions",
+            schema=array_of("PermissionRequest"),
+            params=SID,
+            errors=(404,),
+            links={
+                "Answer": link(
+                    "answerPermission",
+                    session_id="$request.path.session_id",
+                    permission_id=FIRST_ID,
+                )
+            },
         ),
     },
     "/sessions/{session_id}/permissions/{permission_id}": {
         "post": op(
             "Answer a permission request (once, always, reject); 404 if unknown or answered",
+            op_id="answerPermission",
+            schema=obj(["id", "response"], id=STR, response={"enum": ["once", "always", "reject"]}),
             body="PermissionAnswer",
             params=[*SID, path_param("permission_id")],
             errors=(400, 404),
@@ -228,6 +267,6 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
     },
 }
 OPENAPI_PATHS["/sessions/{session_id}/messages"]["post"]["responses"]["202"] = {
-    "description": "accepted (async): {message_id, turn_id, user_message_id, seq}",
-    "content": {"application/json": {}},
+    "description": "accepted (async): the turn runs on; follow it on the WebSocket or SSE",
+    "content": {"application/json": {"schema": ref("TurnAccepted")}},
 }

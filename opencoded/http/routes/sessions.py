@@ -11,6 +11,7 @@ from quart_trio import QuartTrio
 from ...errors import InvalidRequest, NotFound, SessionNotFound
 from ...projects import checked_directory, new_project
 from ...records import Session, new_id, now
+from ...tools import TOOLS
 from ..app import get_daemon
 from ..params import json_body, query
 
@@ -63,6 +64,11 @@ def _split_model(body: SessionCreate) -> tuple[str | None, str | None]:
         raise InvalidRequest("model must not be empty", {"field": "model"})
     if provider is None and model and "/" in model:
         provider, model = model.split("/", 1)
+        if not provider.strip() or not model.strip():
+            raise InvalidRequest(
+                f"model must be 'provider/model' with both parts, got {body.model!r}",
+                {"field": "model"},
+            )
     if provider is not None:
         known = {p["id"] for p in get_daemon().providers.list_providers()}
         if provider not in known:
@@ -73,10 +79,27 @@ def _split_model(body: SessionCreate) -> tuple[str | None, str | None]:
     return provider, model
 
 
+def tool_names() -> set[str]:
+    """The tools a permission map may name: whatever the tool registry holds."""
+    return set(TOOLS)
+
+
+def _check_permission(permission: dict[str, str]) -> None:
+    """Keys are tool names: a typo (`"Bash"`) would otherwise silently leave `ask` in force."""
+    known = tool_names()
+    for name in permission:
+        if name not in known:
+            raise InvalidRequest(
+                f"permission names an unknown tool {name!r}; tools: {', '.join(sorted(known))}",
+                {"field": f"permission.{name}"},
+            )
+
+
 async def create_session() -> tuple[Response, int]:
     daemon = get_daemon()
     body = await json_body(SessionCreate, empty_ok=True)
     provider, model = _split_model(body)
+    _check_permission(body.permission)
     created_project = None
     if body.project is not None:
         project = await daemon.store.get_project(body.project)

@@ -35,7 +35,7 @@ from ...errors import ApiError, InternalError, InvalidRequest, ServiceUnavailabl
 from ...records import Event
 from ...sessions import EventLog
 from ..app import get_daemon
-from ..params import query
+from ..params import parse_json, parse_uint, query
 from .openapi import op, path_param, query_param
 from .sessions import load_session
 
@@ -86,17 +86,7 @@ def error_frame(error: ApiError) -> str:
 
 
 def parse_after(value: str | None, field: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        after = int(value.strip())
-    except ValueError:
-        after = -1
-    if after < 0:
-        raise InvalidRequest(
-            f"{field} must be a non-negative integer, got {value!r}", {"field": field}
-        )
-    return after
+    return None if value is None else parse_uint(value, field)
 
 
 # ---- session lifetime ---------------------------------------------------------------------
@@ -183,10 +173,7 @@ COMMAND_FIELDS = {
 
 
 def parse_command(raw: str | bytes) -> Command:
-    try:
-        frame = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"frame is not valid JSON: {exc}", {"field": "(frame)"}) from None
+    frame = parse_json(raw, "(frame)")
     if not isinstance(frame, dict):
         raise InvalidRequest("frame must be a JSON object", {"field": "(frame)"})
     kind = frame.get("type")
@@ -331,16 +318,17 @@ def register(app: QuartTrio) -> None:
 
 
 SID = [path_param("session_id")]
-AFTER = query_param("after", "integer", "replay the events after this seq first")
+AFTER = query_param("after", {"type": "integer", "minimum": 0}, "replay the events after this seq")
 LAST_EVENT_ID = {
     "name": "Last-Event-ID",
     "in": "header",
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
     "description": "resume after this seq (EventSource sends it on reconnect); beats ?after=",
 }
 
 _ws_op = op(
-    "WebSocket of the session's events (send Upgrade: websocket). Server frames: "
+    op_id="sessionStream",
+    summary="WebSocket of the session's events (send Upgrade: websocket). Server frames: "
     '{"type", "seq", ...data}; client frames: {"type": "message", "content"|"parts"}, '
     '{"type": "abort"}, {"type": "permission", "id", "response"}. Unknown session: '
     "handshake refused with 404; session deleted: close 4404; shutdown: close 1001.",
@@ -354,6 +342,7 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
     "/sessions/{session_id}/events": {
         "get": op(
             "Server-Sent Events of the session's event log (id: seq, event: type)",
+            op_id="sessionEvents",
             params=[*SID, AFTER, LAST_EVENT_ID],
             errors=(400, 404, 503),
             content="text/event-stream",
@@ -363,6 +352,7 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
         "get": op(
             "Server-Sent Events of session-level changes "
             "(session.created, session.deleted, session.status)",
+            op_id="daemonEvents",
             errors=(503,),
             content="text/event-stream",
         )
