@@ -1,8 +1,9 @@
 """The tool interface. Tools are what the agent may do to the session directory.
 
-Every tool confines paths to `ToolContext.root` (after resolving `..` and symlinks) and
-reports failure as a `ToolOutput` with `error=True` (or by raising `ToolError`, which the
-runner turns into one); a tool never crashes a turn.
+Every tool confines paths to `ToolContext.root` (see paths.py: opened relative to the root's
+directory fd, never following a symlink) and reports failure as a `ToolOutput` with
+`error=True` (or by raising `ToolError`, which the runner turns into one); a tool never
+crashes a turn.
 """
 
 from __future__ import annotations
