@@ -76,6 +76,21 @@ class AgentConfig:
     max_tokens: int = 8192
 
 
+SandboxMode = Literal["workspace-write", "read-only", "off"]
+
+
+@attrs.frozen
+class SandboxConfig:
+    """How the bash tool's commands are confined; see docs/security.md."""
+
+    mode: SandboxMode = "workspace-write"
+    network: bool = False
+    fallback: Literal["refuse", "unconfined"] = "refuse"
+    hide: list[str] = attrs.Factory(list)  # more paths commands may not read
+    writable: list[str] = attrs.Factory(list)  # more paths commands may write
+    allow_broad_roots: bool = False  # allow "/", $HOME... as session/project directories
+
+
 @attrs.frozen
 class Config:
     server: ServerConfig = attrs.Factory(ServerConfig)
@@ -84,6 +99,7 @@ class Config:
     permission: dict[str, PermissionAction] = attrs.Factory(dict)
     retention: RetentionConfig = attrs.Factory(RetentionConfig)
     agent: AgentConfig = attrs.Factory(AgentConfig)
+    sandbox: SandboxConfig = attrs.Factory(SandboxConfig)
     data_dir: str | None = None
     log_level: str = "info"
 
@@ -112,6 +128,7 @@ def _camel(cls: type, **renames: str) -> None:
 _camel(ServerConfig, allowed_hosts="allowedHosts", rate_limit="rateLimit")
 _camel(RetentionConfig, interval_hours="intervalHours")
 _camel(AgentConfig, max_steps="maxSteps", bash_timeout="bashTimeout", max_tokens="maxTokens")
+_camel(SandboxConfig, allow_broad_roots="allowBroadRoots")
 _camel(Config, data_dir="dataDir", log_level="logLevel")
 
 
