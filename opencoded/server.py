@@ -31,6 +31,7 @@ from .paths import AF_UNIX_PATH_MAX
 from .providers.registry import ProviderRegistry
 from .sessions import SessionManager
 from .storage import SQLiteStore
+from .tools.sandbox import announce, jail_for, probe
 
 log = logging.getLogger("opencoded")
 GRACEFUL_TIMEOUT = 2.0
@@ -192,6 +193,7 @@ async def _serve(config, store, token, socket_path, passed, cors_flag, stop, tas
             app = daemon.app = create_app(daemon, Policy.from_config(config, token, cors_flag))
             hc = hypercorn_config(config, socket_path, passed)
             hypercorn_stop = trio.Event()
+            await trio.to_thread.run_sync(probe)  # once, off the event loop
             try:
                 binds = await nursery.start(
                     partial(serve, app, hc, shutdown_trigger=hypercorn_stop.wait)
@@ -199,6 +201,7 @@ async def _serve(config, store, token, socket_path, passed, cors_flag, stop, tas
             except* OSError as group:
                 raise StartupError(_bind_error(group, config)) from None
             daemon.endpoints = _endpoints(binds, config.server.certfile)
+            announce(jail_for(config))
             log.info(daemon.endpoints.ready_line())
             background = await nursery.start(_run_background, daemon)
             systemd.notify("READY=1\nSTATUS=serving")

@@ -49,6 +49,7 @@ from ..providers.retry import stream_with_retry
 from ..records import Message, PermissionRequest, Session, Turn, new_id, now
 from ..sessions import RunningTurn, SessionRuntime
 from ..tools import TOOLS, ToolContext, ToolOutput, run_tool, tool_specs
+from ..tools.sandbox import jail_for
 from .context import conversation
 from .permissions import Waiter, agent_state, decide
 from .prompt import system_prompt
@@ -126,7 +127,9 @@ class AgentTurn:
         self.recorded = False
         self.first_out = False
         root = Path(plan.session.directory).resolve()
-        self.tool_ctx = ToolContext(root=root, bash_timeout=daemon.config.agent.bash_timeout)
+        self.tool_ctx = ToolContext(
+            root=root, bash_timeout=daemon.config.agent.bash_timeout, jail=jail_for(daemon.config)
+        )
         self.tools = _tools()
         spec = daemon.providers.specs.get(plan.provider_id)
         kind = spec.kind if spec is not None else "openai-compatible"

@@ -39,7 +39,7 @@ async def create_project() -> tuple[Response, int]:
     body = await json_body(ProjectCreate)
     if not body.name.strip():
         raise InvalidRequest("name must not be empty", {"field": "name"})
-    directory = checked_directory(body.path, "path")
+    directory = checked_directory(body.path, "path", get_daemon().config)
     store = get_daemon().store
     candidate = new_project(directory, body.name.strip())
     project = await store.create_project(candidate)
