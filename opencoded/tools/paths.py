@@ -162,6 +162,8 @@ def _explain(exc: OSError, dir_fd: int, parts: list[str], shown: str) -> ToolErr
         return NotFoundError(f"not found: {shown}")
     if exc.errno == errno.ENAMETOOLONG:
         return ToolError(f"path too long: {shown[:200]}")
+    if exc.errno == errno.ENXIO:  # a FIFO without a reader, opened to write; a socket
+        return FileRefused(f"{shown} is not a regular file (FIFO, socket or device); not opened")
     if exc.errno in (errno.EACCES, errno.EPERM):
         return FileRefused(f"permission denied: {shown}")
     return ToolError(f"cannot open {shown}: {exc.strerror}")
