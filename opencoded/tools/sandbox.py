@@ -108,6 +108,8 @@ class Jail:
             args += ["--bind", str(root), str(root)]
             for path in self.writable:
                 args += ["--bind-try", path, path]
+        else:  # bound again all the same: it may be under /tmp, which is a fresh tmpfs here
+            args += ["--ro-bind", str(root), str(root)]
         for path in self.hidden:  # after the binds, so a hidden path inside them stays hidden
             args += _hide(path)
         if not self.network:
