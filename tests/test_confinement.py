@@ -14,11 +14,23 @@ import httpx
 import pytest
 import trio
 
-from opencoded.tools import ToolContext, ToolOutput, run_tool
+from opencoded.tools import ToolContext, ToolOutput, paths, run_tool
 
 from .conftest import RunningDaemon, start_daemon
 
 SECRET = "top secret outside"
+
+
+@pytest.fixture(autouse=True, params=["openat2", "walk"])
+def resolver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: with openat2 (where the kernel has it) and with the O_NOFOLLOW
+    component walk that older kernels use."""
+    if request.param == "openat2":
+        if not paths.HAVE_OPENAT2:
+            pytest.skip("this kernel has no openat2; the walk run covers the rule")
+    else:
+        monkeypatch.setattr(paths, "HAVE_OPENAT2", False)
+    return str(request.param)
 
 
 @pytest.fixture
