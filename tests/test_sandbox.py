@@ -52,8 +52,13 @@ def root(tmp_path: Path) -> Path:
 
 def escapers(marker: str) -> str:
     """Three ways out of a process group: setsid in the background, setsid -f (fork and
-    detach), and a double fork (the subshell exits, its child is orphaned)."""
-    return f"setsid sleep {marker} & setsid -f sleep {marker}; (sleep {marker} &); "
+    detach), and a double fork (the subshell exits, its child is orphaned). Each touches
+    .upN in the session directory, then becomes `sleep <marker>`."""
+
+    def run(n: int) -> str:
+        return f"sh -c 'touch .up{n}; exec sleep {marker}'"
+
+    return f"setsid {run(1)} & setsid -f {run(2)}; ({run(3)} &); "
 
 
 # ---- process trees, tool level --------------------------------------------------------------
@@ -61,8 +66,8 @@ def escapers(marker: str) -> str:
 
 async def test_escaped_children_die_when_the_command_ends(root: Path, jail: Jail | None) -> None:
     marker = new_marker()
-    # wait (busy, so it needs no sleep of its own) until the three are running
-    command = escapers(marker) + f"while [ $(pgrep -xfc 'sleep {marker}') -lt 3 ]; do :; done"
+    # wait (busy: a sleep of its own would be marked too) until the three have started
+    command = escapers(marker) + "until [ -e .up1 ] && [ -e .up2 ] && [ -e .up3 ]; do :; done"
     with trio.fail_after(20):
         out = await run_tool("bash", {"command": command}, ToolContext(root=root, jail=jail))
     assert not out.error and "exit code: 0" in out.output, out

@@ -133,7 +133,9 @@ class BashTool:
         "Run a shell command with bash in the session directory. stdout and stderr are "
         "merged; stdin is empty. `timeout` is in seconds (default 120, at most 600); on "
         "timeout the command and everything it started are killed. Background processes "
-        "do not outlive the command. `description` is a few words saying what it does."
+        "do not outlive the command. It may run in a sandbox (the daemon's config): then it "
+        "can write only in the session directory and /tmp, and may have no network. "
+        "`description` is a few words saying what it does."
     )
     input_schema: dict[str, Any] = {
         "type": "object",

@@ -159,7 +159,7 @@ class WriteTool:
 def _create_or_open(parent: int, name: str, shown: str) -> tuple[bool, int]:
     """(existed, fd): create `name` with O_EXCL, or open the existing one; never a link."""
     create = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    while True:
+    for _ in range(10):  # another process creating and removing it at once: give up
         try:
             return False, os.open(name, create, 0o666, dir_fd=parent)
         except FileExistsError:
@@ -172,6 +172,7 @@ def _create_or_open(parent: int, name: str, shown: str) -> tuple[bool, int]:
             if isinstance(exc.__cause__, IsADirectoryError):
                 raise ToolError(f"{shown} is a directory") from None
             raise
+    raise ToolError(f"cannot create {shown}: it keeps appearing and disappearing")
 
 
 class EditTool:
