@@ -253,7 +253,11 @@ async def test_symlink_loops_do_not_break_glob_or_grep(root: Path) -> None:
 # ---- long paths -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["a" * 256, "a/" * 3000 + "f", "d/" + "x" * 300])
+# the last one: 350 components under a regular file (wording that error once took
+# exponential time in the number of components)
+@pytest.mark.parametrize(
+    "path", ["a" * 256, "a/" * 3000 + "f", "d/" + "x" * 300, "README.md/" * 350 + "f"]
+)
 async def test_long_paths_are_4xx_on_the_file_routes(
     daemon: RunningDaemon, project_dir: Path, path: str
 ) -> None:
@@ -274,6 +278,10 @@ async def test_long_paths_are_tool_errors(root: Path) -> None:
         assert out.error and "failed" not in out.output, (name, out)
     out = await call(root, "write", path="a" * 256, content="x")
     assert out.error and "too long" in out.output
+    deep = "inside.txt/" * 350 + "f"
+    for name in ("read", "list", "write"):
+        out = await call(root, name, path=deep, **({"content": "x"} if name == "write" else {}))
+        assert out.error and "failed" not in out.output and len(out.output) < 5000, name
 
 
 # ---- broad roots ---------------------------------------------------------------------------

@@ -137,20 +137,24 @@ def _open_parts(dir_fd: int, parts: list[str], flags: int, mode: int = 0o666) ->
 
 
 def _is_link(dir_fd: int, parts: list[str]) -> bool:
-    """After ELOOP/ENOTDIR: is a component a symlink? (Only used to word the error.)"""
+    """After ELOOP/ENOTDIR/EXDEV: is a component a symlink? Only words the error, so one
+    linear walk, giving up (False) at the first component that is not a plain directory."""
+    current = os.open(".", DIR_FLAGS, dir_fd=dir_fd)
     try:
-        parent = _open_parts(dir_fd, parts[:-1], DIR_FLAGS) if len(parts) > 1 else None
-    except OSError:
-        return any(_is_link(dir_fd, parts[:i]) for i in range(1, len(parts)))
-    try:
-        info = os.stat(parts[-1], dir_fd=parent if parent is not None else dir_fd,
-                       follow_symlinks=False)  # fmt: skip
-        return stat.S_ISLNK(info.st_mode)
+        for name in parts:
+            info = os.stat(name, dir_fd=current, follow_symlinks=False)
+            if stat.S_ISLNK(info.st_mode):
+                return True
+            if not stat.S_ISDIR(info.st_mode):
+                return False
+            nxt = os.open(name, DIR_FLAGS, dir_fd=current)
+            os.close(current)
+            current = nxt
     except OSError:
         return False
     finally:
-        if parent is not None:
-            os.close(parent)
+        os.close(current)
+    return False
 
 
 def _explain(exc: OSError, dir_fd: int, parts: list[str], shown: str) -> ToolError:

@@ -65,6 +65,7 @@ async def delete_project(project_id: str) -> Response:
 
 def _api_error(exc: ToolError, path: str) -> ApiError:
     """A confinement refusal as the API error a client can act on (never a 500)."""
+    path = path if len(path) <= 200 else path[:200] + "…"
     details = {"field": "path", "path": path}
     if isinstance(exc, paths.NotFoundError):
         return NotFound(f"no such file or directory: {path}", details)
