@@ -200,9 +200,12 @@ def load_config(
     from_file = load_file(path)
     merged = _merge(_merge(from_file, _from_env(env)), overrides or {})
     try:
-        return structure(merged, Config, what="config")
+        config = structure(merged, Config, what="config")
     except InvalidRequest as exc:
         field = exc.details.get("field", "")
         line = _line_of(path.read_text(), field) if path.exists() and field else None
         where = f"{path}, line {line}" if line else str(path)
         raise ConfigError(f"config file {where}: key {field!r}: {exc.message}") from None
+    # The file holds provider keys: sandboxed commands may never read it (docs/security.md).
+    hide = [*config.sandbox.hide, str(path.absolute())]
+    return attrs.evolve(config, sandbox=attrs.evolve(config.sandbox, hide=hide))

@@ -16,6 +16,8 @@ import httpx
 import pytest
 import trio
 
+from opencoded.config import load_config
+from opencoded.server import run_daemon
 from opencoded.tools import ToolContext, run_tool
 from opencoded.tools.sandbox import Jail, probe
 
@@ -225,19 +227,37 @@ async def test_sandbox_hides_the_token_the_database_and_configured_paths(
     project.mkdir()
     data = visible / "data"
     hide = [str(hidden), str(visible / "lone.txt")]
-    running = await start_daemon(
-        nursery, tmp, agent_config(fake, sandbox={"hide": hide}), dataDir=str(data)
+    config = agent_config(fake, sandbox={"hide": hide})
+    config_file = visible / "opencode.json"  # the file the daemon loaded: provider keys
+    config_file.write_text(json.dumps(config))
+    cfg = load_config(
+        config_file,
+        env={},
+        overrides={"server": {"port": 0, "socket": str(tmp / "d.sock")}, "dataDir": str(data)},
+    )
+    stop, finished = trio.Event(), trio.Event()
+
+    async def serve(task_status: trio.TaskStatus[Any]) -> None:
+        try:
+            await run_daemon(cfg, stop=stop, task_status=task_status)
+        finally:
+            finished.set()
+
+    daemon = await nursery.start(serve)
+    running = RunningDaemon(
+        daemon, stop, finished, tmp, tmp / "d.sock", data, daemon.endpoints.tcp or "", daemon.token
     )
     token = (data / "token").read_text().strip()
     command = (
         f"cat {data}/token; ls -A {data}; cat {hidden}/key.txt; cat {visible}/lone.txt; "
-        f"cat {visible}/control.txt"
+        f"cat {config_file}; cat {visible}/control.txt"
     )
     result = await bash_turn(running, fake, project, command)
     out = result["output"]
     assert "control-material" in out  # the same directory, not hidden: readable
     assert token not in out and "opencode.db" not in out
     assert "hidden-key-material" not in out and "lone-secret-material" not in out
+    assert "sk-ant-test" not in out
     await running.shutdown()
 
 
