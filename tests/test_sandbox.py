@@ -233,7 +233,7 @@ async def test_sandbox_hides_the_token_the_database_and_configured_paths(
     cfg = load_config(
         config_file,
         env={},
-        overrides={"server": {"port": 0, "socket": str(tmp / "d.sock")}, "dataDir": str(data)},
+        overrides={"server": {"port": 0, "socket": str(visible / "d.sock")}, "dataDir": str(data)},
     )
     stop, finished = trio.Event(), trio.Event()
 
@@ -245,19 +245,30 @@ async def test_sandbox_hides_the_token_the_database_and_configured_paths(
 
     daemon = await nursery.start(serve)
     running = RunningDaemon(
-        daemon, stop, finished, tmp, tmp / "d.sock", data, daemon.endpoints.tcp or "", daemon.token
+        daemon,
+        stop,
+        finished,
+        tmp,
+        visible / "d.sock",
+        data,
+        daemon.endpoints.tcp or "",
+        daemon.token,
     )
     token = (data / "token").read_text().strip()
     command = (
         f"cat {data}/token; ls -A {data}; cat {hidden}/key.txt; cat {visible}/lone.txt; "
-        f"cat {config_file}; cat {visible}/control.txt"
+        f"cat {config_file}; cat {visible}/control.txt; "
+        # the socket trusts whoever connects (no token): a filesystem socket is reachable
+        # from any network namespace, so only hiding it keeps commands from driving the daemon
+        f"python3 -c \"import socket; socket.socket(socket.AF_UNIX).connect('{visible}/d.sock'); "
+        "print('SOCKET-CONNECTED')\""
     )
     result = await bash_turn(running, fake, project, command)
     out = result["output"]
     assert "control-material" in out  # the same directory, not hidden: readable
     assert token not in out and "opencode.db" not in out
     assert "hidden-key-material" not in out and "lone-secret-material" not in out
-    assert "sk-ant-test" not in out
+    assert "sk-ant-test" not in out and "SOCKET-CONNECTED" not in out
     await running.shutdown()
 
 

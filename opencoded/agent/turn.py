@@ -128,7 +128,9 @@ class AgentTurn:
         self.first_out = False
         root = Path(plan.session.directory).resolve()
         self.tool_ctx = ToolContext(
-            root=root, bash_timeout=daemon.config.agent.bash_timeout, jail=jail_for(daemon.config)
+            root=root,
+            bash_timeout=daemon.config.agent.bash_timeout,
+            jail=jail_for(daemon.config, daemon.endpoints.unix),
         )
         self.tools = _tools()
         spec = daemon.providers.specs.get(plan.provider_id)

@@ -142,12 +142,15 @@ def _hide(path: str) -> list[str]:
     return ["--ro-bind", "/dev/null", path]
 
 
-def jail_for(config: Config) -> Jail:
+def jail_for(config: Config, socket: str | None = None) -> Jail:
+    """The jail for `config`; `socket` is the Unix socket actually served (a socket passed
+    by systemd may not be the configured one): hidden too, since it trusts its callers."""
     sandbox = config.sandbox
     hidden = [
         config.data_path,
         daemon_paths.config_file(),
         config.socket_path,
+        *([Path(socket)] if socket else []),
         *map(Path, sandbox.hide),
     ]
     return Jail(
