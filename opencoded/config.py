@@ -87,6 +87,7 @@ class SandboxConfig:
     network: bool = False
     fallback: Literal["refuse", "unconfined"] = "refuse"
     hide: list[str] = attrs.Factory(list)  # more paths commands may not read
+    hide_credentials: bool = True  # hide ~/.ssh, ~/.aws... (tools/sandbox.py CREDENTIALS)
     writable: list[str] = attrs.Factory(list)  # more paths commands may write
     allow_broad_roots: bool = False  # allow "/", $HOME... as session/project directories
 
@@ -128,7 +129,7 @@ def _camel(cls: type, **renames: str) -> None:
 _camel(ServerConfig, allowed_hosts="allowedHosts", rate_limit="rateLimit")
 _camel(RetentionConfig, interval_hours="intervalHours")
 _camel(AgentConfig, max_steps="maxSteps", bash_timeout="bashTimeout", max_tokens="maxTokens")
-_camel(SandboxConfig, allow_broad_roots="allowBroadRoots")
+_camel(SandboxConfig, allow_broad_roots="allowBroadRoots", hide_credentials="hideCredentials")
 _camel(Config, data_dir="dataDir", log_level="logLevel")
 
 

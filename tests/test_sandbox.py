@@ -272,6 +272,45 @@ async def test_sandbox_hides_the_token_the_database_and_configured_paths(
     await running.shutdown()
 
 
+@pytest.mark.parametrize("hide_credentials", [True, False])
+async def test_sandbox_hides_credentials_and_runtime_sockets(
+    nursery: trio.Nursery,
+    fake: FakeLLM,
+    visible: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    hide_credentials: bool,
+) -> None:
+    need_sandbox()
+    if not os.access("/run", os.W_OK) and not os.environ.get("CI"):
+        pytest.skip("needs to create a socket under /run (root, as in CI)")
+    monkeypatch.setenv("HOME", str(visible))  # the daemon's (and the command's) home
+    (visible / ".ssh").mkdir()
+    (visible / ".ssh" / "id_test").write_text("PRIVATE-KEY-MATERIAL\n")
+    (visible / ".netrc").write_text("machine x password NETRC-MATERIAL\n")
+    (visible / "notes.txt").write_text("notes-control\n")
+    run_dir = Path(tempfile.mkdtemp(prefix="ocd-test-", dir="/run"))
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(run_dir / "s.sock"))
+        sock.listen(1)
+        config = {"hideCredentials": hide_credentials}
+        running, project = await sandboxed_daemon(nursery, fake, **config)
+        command = (
+            "cat ~/.ssh/id_test ~/.netrc ~/notes.txt; "
+            'python3 -c "import socket; '
+            f"socket.socket(socket.AF_UNIX).connect('{run_dir}/s.sock'); "
+            "print('RUN-SOCKET-CONNECTED')\""
+        )
+        out = (await bash_turn(running, fake, project, command))["output"]
+        await running.shutdown()
+    finally:
+        sock.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    assert "notes-control" in out and "RUN-SOCKET-CONNECTED" not in out
+    leaked = "PRIVATE-KEY-MATERIAL" in out and "NETRC-MATERIAL" in out
+    assert leaked is not hide_credentials
+
+
 async def listener() -> tuple[trio.SocketListener, int]:
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     await sock.bind(("127.0.0.1", 0))

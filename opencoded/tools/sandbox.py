@@ -8,9 +8,9 @@ namespaces, with every capability dropped, no further user namespaces, and a mou
 - the whole file system read-only (`--ro-bind / /`), a fresh /dev, /proc, /tmp, /var/tmp;
 - the session directory writable (mode "workspace-write"; not in "read-only"), plus
   `sandbox.writable`;
-- hidden (an empty tmpfs over a directory, /dev/null over a file): the daemon's data
-  directory (token, database), its config file (provider keys), its socket, and
-  `sandbox.hide`.
+- hidden (an empty tmpfs over a directory, /dev/null over a file): /run (runtime sockets),
+  the daemon's data directory (token, database), its config file (provider keys), its
+  socket, credentials in the home directory (~/.ssh, ~/.aws...), and `sandbox.hide`.
 
 The pid namespace also gives the process-tree guarantee: when the command's init dies, the
 kernel kills every process in the namespace, `setsid` or not. Whether bwrap works here is
@@ -46,7 +46,19 @@ BWRAP_BASE = [
     "--die-with-parent", "--new-session",
     "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
     "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
+    # Runtime sockets trust whoever can connect, whatever the network namespace: the D-Bus
+    # buses and systemd's private socket (start a unit: out of the sandbox), docker and
+    # containerd (root), the user's runtime dir (ssh/gpg agents). /var/run links here.
+    "--tmpfs", "/run",
 ]  # fmt: skip
+# With the network on, DNS may need the resolver's files under /run (systemd-resolved).
+NETWORK_RUN = ["--ro-bind-try", "/run/systemd/resolve", "/run/systemd/resolve"]
+# Credentials in the home directory, hidden unless sandbox.hideCredentials is false: a
+# command's output goes to the model's provider, so "read the system" must not mean these.
+CREDENTIALS = (
+    ".ssh", ".gnupg", ".aws", ".azure", ".config/gcloud", ".kube", ".docker", ".netrc",
+    ".git-credentials", ".password-store", ".pypirc", ".npmrc", ".config/gh",
+)  # fmt: skip
 
 
 @attrs.frozen
@@ -112,7 +124,9 @@ class Jail:
             args += ["--ro-bind", str(root), str(root)]
         for path in self.hidden:  # after the binds, so a hidden path inside them stays hidden
             args += _hide(path)
-        if not self.network:
+        if self.network:
+            args += NETWORK_RUN
+        else:
             args.append("--unshare-net")
         return [*args, "--chdir", str(root), "--setenv", "TMPDIR", "/tmp"]
 
@@ -152,13 +166,14 @@ def jail_for(config: Config, socket: str | None = None) -> Jail:
         config.socket_path,
         *([Path(socket)] if socket else []),
         *map(Path, sandbox.hide),
+        *([Path.home() / name for name in CREDENTIALS] if sandbox.hide_credentials else []),
     ]
     return Jail(
         mode=sandbox.mode,
         network=sandbox.network,
         fallback=sandbox.fallback,
         writable=tuple(str(Path(p).expanduser().absolute()) for p in sandbox.writable),
-        hidden=tuple(dict.fromkeys(str(p.expanduser().absolute()) for p in hidden)),
+        hidden=tuple(dict.fromkeys(os.path.realpath(p.expanduser()) for p in hidden)),
     )
 
 
