@@ -84,6 +84,22 @@ class AgentConfig:
             raise ValueError(f"streamIdleTimeout must be above 0 seconds, got {value}")
 
 
+SandboxMode = Literal["workspace-write", "read-only", "off"]
+
+
+@attrs.frozen
+class SandboxConfig:
+    """How the bash tool's commands are confined; see docs/security.md."""
+
+    mode: SandboxMode = "workspace-write"
+    network: bool = False
+    fallback: Literal["refuse", "unconfined"] = "refuse"
+    hide: list[str] = attrs.Factory(list)  # more paths commands may not read
+    hide_credentials: bool = True  # hide ~/.ssh, ~/.aws... (tools/sandbox.py CREDENTIALS)
+    writable: list[str] = attrs.Factory(list)  # more paths commands may write
+    allow_broad_roots: bool = False  # allow "/", $HOME... as session/project directories
+
+
 @attrs.frozen
 class Config:
     server: ServerConfig = attrs.Factory(ServerConfig)
@@ -92,6 +108,7 @@ class Config:
     permission: dict[str, PermissionAction] = attrs.Factory(dict)
     retention: RetentionConfig = attrs.Factory(RetentionConfig)
     agent: AgentConfig = attrs.Factory(AgentConfig)
+    sandbox: SandboxConfig = attrs.Factory(SandboxConfig)
     data_dir: str | None = None
     log_level: str = "info"
 
@@ -126,6 +143,7 @@ _camel(
     max_tokens="maxTokens",
     stream_idle_timeout="streamIdleTimeout",
 )
+_camel(SandboxConfig, allow_broad_roots="allowBroadRoots", hide_credentials="hideCredentials")
 _camel(Config, data_dir="dataDir", log_level="logLevel")
 
 
@@ -197,9 +215,12 @@ def load_config(
     from_file = load_file(path)
     merged = _merge(_merge(from_file, _from_env(env)), overrides or {})
     try:
-        return structure(merged, Config, what="config")
+        config = structure(merged, Config, what="config")
     except InvalidRequest as exc:
         field = exc.details.get("field", "")
         line = _line_of(path.read_text(), field) if path.exists() and field else None
         where = f"{path}, line {line}" if line else str(path)
         raise ConfigError(f"config file {where}: key {field!r}: {exc.message}") from None
+    # The file holds provider keys: sandboxed commands may never read it (docs/security.md).
+    hide = [*config.sandbox.hide, str(path.absolute())]
+    return attrs.evolve(config, sandbox=attrs.evolve(config.sandbox, hide=hide))

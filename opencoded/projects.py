@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import InvalidRequest
 from .records import Project, new_id, now
+from .tools.sandbox import broad_root_reason
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
-def checked_directory(path: str, field: str) -> Path:
-    """An absolute, existing directory, resolved (symlinks followed), or a 400."""
+def checked_directory(path: str, field: str, config: Config | None = None) -> Path:
+    """An absolute, existing directory, resolved (symlinks followed), or a 400.
+
+    With `config`, also refuses directories too broad to confine anything (`/`, the home
+    directory, the data directory...) unless `sandbox.allowBroadRoots` is set.
+    """
     if not path:
         raise InvalidRequest(f"{field} must not be empty", {"field": field})
     if "\x00" in path:
@@ -26,6 +35,12 @@ def checked_directory(path: str, field: str) -> Path:
         raise InvalidRequest(f"{field} is not a directory: {path}", {"field": field})
     if not os.access(resolved, os.R_OK | os.X_OK):
         raise InvalidRequest(f"{field} is not readable by the daemon: {path}", {"field": field})
+    if config is not None and (why := broad_root_reason(resolved, config)):
+        raise InvalidRequest(
+            f"{field} {path} is {why}: too broad to confine the agent to (the daemon's config "
+            "can set sandbox.allowBroadRoots)",
+            {"field": field},
+        )
     return resolved
 
 

@@ -34,6 +34,7 @@ from .paths import AF_UNIX_PATH_MAX, check_socket_dir
 from .providers.registry import ProviderRegistry
 from .sessions import open_session_manager
 from .storage import SQLiteBackend, Store, StoreError, open_store
+from .tools import sandbox
 
 log = logging.getLogger("opencoded")
 GRACEFUL_TIMEOUT = 2.0
@@ -222,6 +223,7 @@ async def _serve(config, store, token, socket_path, passed, cors_flag, stop, tas
             app = daemon.app = create_app(daemon, Policy.from_config(config, token, cors_flag))
             hc = hypercorn_config(config, socket_path, passed)
             hypercorn_stop = trio.Event()
+            await trio.to_thread.run_sync(sandbox.probe)  # once, off the event loop
             try:
                 binds = await nursery.start(
                     partial(serve, app, hc, shutdown_trigger=hypercorn_stop.wait)
@@ -229,6 +231,7 @@ async def _serve(config, store, token, socket_path, passed, cors_flag, stop, tas
             except* OSError as group:
                 raise StartupError(_bind_error(group, config)) from None
             daemon.endpoints = _endpoints(binds, config.server.certfile)
+            sandbox.announce(sandbox.jail_for(config))
             log.info(daemon.endpoints.ready_line())
             background = await nursery.start(_run_background, daemon)
             systemd.notify("READY=1\nSTATUS=serving")

@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from tests.conftest import RunningDaemon, short_tmp, start_daemon
+from tests.proc_support import await_marked, new_marker
 
 try:
     from tests.fakes.llm import FakeLLM, FakeToolCall, Reply, open_fake_llm
@@ -436,20 +437,16 @@ async def test_abort_during_bash_kills_the_process(
     nursery: trio.Nursery, fake: FakeLLM, project_dir: Path
 ) -> None:
     running = await agent_daemon(nursery, fake, permission={"bash": "allow"})
-    command = "sleep 600 & echo $! > sleep.pid; wait"
+    marker = new_marker()  # a pid printed by a sandboxed command is not a host pid
+    command = f"sleep {marker} & wait"
     fake.push(Reply(tool_calls=[FakeToolCall("t1", "bash", {"command": command})]))
-    pid_file = project_dir / "sleep.pid"
     async with running.unix() as client, running.unix() as other:
         sid = await new_session(client, project_dir)
         url = f"/sessions/{sid}/messages"
         async with client.stream("POST", url, json=message_body("sleep")) as r:
             stream = TurnStream(r)
             await stream.until("tool")
-            with trio.fail_after(5):
-                while not pid_file.exists() or not pid_file.read_text().strip():
-                    await trio.sleep(0.01)
-            pid = int(pid_file.read_text())
-            assert not process_gone(pid)
+            await await_marked(marker, 1, 5)
             started = time.monotonic()
             aborted = await other.post(f"/sessions/{sid}/abort")
             assert aborted.json() == {"aborted": True}
@@ -457,9 +454,7 @@ async def test_abort_during_bash_kills_the_process(
             events = await stream.rest()
         assert events[-1]["type"] == "complete"
         assert events[-1]["data"]["status"] == "aborted"
-        with trio.fail_after(2):
-            while not process_gone(pid):
-                await trio.sleep(0.01)
+        await await_marked(marker, 0, 2)
 
         # The session takes the next message at once.
         started = time.monotonic()

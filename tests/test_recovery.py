@@ -232,11 +232,22 @@ async def test_health_fails_on_a_corrupt_database_file(
 # ---- a real daemon process killed (or stopped) in the middle of a turn ----------------------
 
 
+def workdir(tmp: Path) -> Path:
+    """A session directory next to the data dir (the daemon refuses its parent, `tmp`)."""
+    path = tmp / "work"
+    path.mkdir(exist_ok=True)
+    return path
+
+
 def agent_config(tmp: Path, fake: FakeLLM) -> Path:
     config = {
         "model": "anthropic/claude-sonnet-4-5",
         "provider": {"anthropic": {"options": {"apiKey": "sk-ant-test", "baseURL": fake.url}}},
         "permission": {"bash": "allow"},
+        # These tests follow the command by the host pid it prints and a pid file outside
+        # the session directory; the sandbox (its own pid namespace and /tmp) is tested in
+        # tests/test_sandbox.py.
+        "sandbox": {"mode": "off"},
     }
     path = tmp / "agent.json"
     path.write_text(json.dumps(config))
@@ -323,7 +334,7 @@ async def test_sigkill_mid_turn_then_restart(nursery: trio.Nursery, tmpdir_short
         first = DaemonProcess(tmpdir_short, "--config", str(config))
         await first.start(nursery)
         async with unix(first.socket) as client:
-            created = await client.post("/sessions", json={"directory": str(tmpdir_short)})
+            created = await client.post("/sessions", json={"directory": str(workdir(tmpdir_short))})
             sid = created.json()["id"]
             slow_turn_with_sleep(fake, pid_file)
             seen = await start_turn(client, sid, pid_file)
@@ -368,9 +379,9 @@ async def test_sigterm_mid_turn_stops_within_5_s(nursery: trio.Nursery, tmpdir_s
         daemon = DaemonProcess(tmpdir_short, "--config", str(config))
         await daemon.start(nursery)
         async with unix(daemon.socket) as client, unix(daemon.socket) as watcher:
-            sid = (await client.post("/sessions", json={"directory": str(tmpdir_short)})).json()[
-                "id"
-            ]
+            sid = (
+                await client.post("/sessions", json={"directory": str(workdir(tmpdir_short))})
+            ).json()["id"]
             slow_turn_with_sleep(fake, pid_file)
             seen = await start_turn(client, sid, pid_file)
             sleep_pid = int(pid_file.read_text())

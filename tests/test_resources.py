@@ -61,7 +61,10 @@ async def test_session_paging_newest_first(daemon: RunningDaemon) -> None:
 async def test_session_list_by_project(daemon: RunningDaemon, project_dir: Path) -> None:
     async with daemon.unix() as c:
         mine = (await c.post("/sessions", json={"directory": str(project_dir)})).json()
-        await c.post("/sessions", json={"directory": "/"})
+        other = project_dir.parent / "other"  # not "/": refused as a broad root
+        other.mkdir()
+        r = await c.post("/sessions", json={"directory": str(other)})
+        assert r.status_code == 201, r.text
         listed = (await c.get("/sessions", params={"project": mine["project"]})).json()
         assert [s["id"] for s in listed] == [mine["id"]]
         by_project = await c.post("/sessions", json={"project": mine["project"]})

@@ -139,10 +139,13 @@ async def test_kill_9_during_creates_loses_nothing_answered(
     answered: list[str] = []
     killed = trio.Event()
 
+    work = tmpdir_short / "work"  # not "/": refused as a broad root
+    work.mkdir()
+
     async def create_many(c: httpx.AsyncClient) -> None:
         for _ in range(250):
             try:
-                r = await c.post("/sessions", json={"directory": "/"})
+                r = await c.post("/sessions", json={"directory": str(work)})
             except httpx.TransportError:
                 return
             answered.append(r.json()["id"])

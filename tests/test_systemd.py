@@ -134,7 +134,9 @@ async def test_serves_a_passed_unix_socket(nursery: trio.Nursery, tmpdir_short: 
         health = (await client.get("/health")).json()
         assert health["status"] == "ok"
         assert health["endpoints"]["unix"] == str(path)
-        created = await client.post("/sessions", json={"directory": str(tmpdir_short)})
+        work = tmpdir_short / "work"  # not tmpdir_short: it holds the data dir
+        work.mkdir()
+        created = await client.post("/sessions", json={"directory": str(work)})
         assert created.status_code == 201
     assert not (tmpdir_short / "x").exists()
     assert await daemon.stop() == 0

@@ -50,6 +50,7 @@ from ..records import Event, Message, PermissionRequest, Session, Turn, new_id, 
 from ..sessions import RunningTurn, SessionRuntime
 from ..storage import StoreError
 from ..tools import TOOLS, ToolContext, ToolOutput, run_tool, tool_specs
+from ..tools.sandbox import jail_for
 from .context import conversation
 from .permissions import Waiter, agent_state, decide
 from .prompt import system_prompt
@@ -129,7 +130,11 @@ class AgentTurn:
         self.lost_at_start = runtime.log.lost
         self.runtime = runtime
         root = Path(plan.session.directory).resolve()
-        self.tool_ctx = ToolContext(root=root, bash_timeout=daemon.config.agent.bash_timeout)
+        self.tool_ctx = ToolContext(
+            root=root,
+            bash_timeout=daemon.config.agent.bash_timeout,
+            jail=jail_for(daemon.config, daemon.endpoints.unix),
+        )
         self.tools = _tools()
         spec = daemon.providers.specs.get(plan.provider_id)
         kind = spec.kind if spec is not None else "openai-compatible"

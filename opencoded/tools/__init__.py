@@ -14,7 +14,7 @@ from opencoded.tools.base import Tool, ToolContext, ToolError, ToolOutput
 from opencoded.tools.bash import BashTool
 from opencoded.tools.files import EditTool, ListTool, ReadTool, WriteTool
 from opencoded.tools.output import MAX_CHARS, MAX_LINES, NOTE_LINES, cap_head
-from opencoded.tools.paths import PathEscapeError, resolve_inside
+from opencoded.tools.paths import PathEscapeError, relative_parts
 from opencoded.tools.schema import validate_args
 from opencoded.tools.search import GlobTool, GrepTool
 
@@ -27,7 +27,7 @@ __all__ = [
     "ToolContext",
     "ToolError",
     "ToolOutput",
-    "resolve_inside",
+    "relative_parts",
     "run_tool",
     "tool_specs",
 ]

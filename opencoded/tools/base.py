@@ -1,17 +1,21 @@
 """The tool interface. Tools are what the agent may do to the session directory.
 
-Every tool confines paths to `ToolContext.root` (after resolving `..` and symlinks) and
-reports failure as a `ToolOutput` with `error=True` (or by raising `ToolError`, which the
-runner turns into one); a tool never crashes a turn.
+Every tool confines paths to `ToolContext.root` (see paths.py: opened relative to the root's
+directory fd, never following a symlink) and reports failure as a `ToolOutput` with
+`error=True` (or by raising `ToolError`, which the runner turns into one); a tool never
+crashes a turn.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
+
+if TYPE_CHECKING:
+    from opencoded.tools.sandbox import Jail
 
 
 class ToolError(Exception):
@@ -22,8 +26,11 @@ class ToolError(Exception):
 class ToolContext:
     root: Path  # the session directory, already resolved
     bash_timeout: float = 120.0
-    # Told the process-group id of a bash command when it starts and when it is gone, so
-    # the daemon can record it (and kill leftovers after a crash). Called in the Trio thread.
+    # How bash commands are sandboxed (sandbox.py); None runs them unconfined, but still
+    # under the supervisor that kills their whole process tree.
+    jail: Jail | None = None
+    # Told the pid of a bash command's supervisor (also its process-group id) when it starts
+    # and when it is gone, so the daemon can record it. Called in the Trio thread.
     on_spawn: Callable[[int], None] | None = None
     on_exit: Callable[[int], None] | None = None
 

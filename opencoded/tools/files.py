@@ -6,6 +6,8 @@ Trio thread never waits on the filesystem.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,19 @@ import trio
 
 from opencoded.tools.base import ToolContext, ToolError, ToolOutput
 from opencoded.tools.output import MAX_CHARS
-from opencoded.tools.paths import relative_to_root, resolve_inside
+from opencoded.tools.paths import (
+    IsADirectory,
+    NotADirectory,
+    NotFoundError,
+    check_regular,
+    make_parents,
+    open_dir,
+    open_inside,
+    open_regular,
+    open_root,
+    relative_parts,
+    shown_path,
+)
 
 DEFAULT_READ_LIMIT = 2_000
 MAX_LINE_CHARS = 2_000
@@ -22,29 +36,18 @@ MAX_LIST_ENTRIES = 1_000
 BINARY_SNIFF_BYTES = 8_192
 
 
-def _existing_file(root: Path, path: str) -> Path:
-    target = resolve_inside(root, path)
-    if not target.exists():
-        raise ToolError(f"file not found: {path}")
-    if target.is_dir():
-        raise ToolError(f"{path} is a directory (use the list tool)")
-    if not target.is_file():
-        raise ToolError(f"{path} is not a regular file")
-    return target
+def _read_all(fd: int) -> bytes:
+    with os.fdopen(os.dup(fd), "rb") as f:
+        return f.read()
 
 
-def _looks_binary(target: Path) -> bool:
-    with target.open("rb") as f:
-        return b"\x00" in f.read(BINARY_SNIFF_BYTES)
-
-
-def _write_text(target: Path, content: str) -> None:
-    """Write without following a final symlink planted after `resolve_inside` checked it."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    mode = target.stat().st_mode & 0o7777 if target.exists() else 0o666
-    fd = os.open(target, flags, mode)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-        f.write(content)
+def _rewrite(fd: int, data: bytes) -> None:
+    """Replace the content of the file open on `fd` (checked regular, one link)."""
+    os.ftruncate(fd, 0)
+    view = memoryview(data)
+    offset = 0
+    while offset < len(data):
+        offset += os.pwrite(fd, view[offset:], offset)
 
 
 class ReadTool:
@@ -73,13 +76,22 @@ class ReadTool:
 
     @staticmethod
     def _read(root: Path, path: str, offset: int, limit: int) -> str:
-        target = _existing_file(root, path)
-        if _looks_binary(target):
-            raise ToolError(f"{path} looks like a binary file; not shown")
+        parts = relative_parts(root, path)
+        shown = shown_path(parts)
+        with open_root(root) as root_fd:
+            try:
+                fd = open_regular(root_fd, parts, shown)
+            except IsADirectory:
+                raise ToolError(f"{path} is a directory (use the list tool)") from None
+            except NotFoundError:
+                raise ToolError(f"file not found: {path}") from None
         out: list[str] = []
         total = size = 0
         budget = MAX_CHARS - 200  # stop early on wide lines, and say where to resume
-        with target.open(encoding="utf-8", errors="replace", newline=None) as f:
+        with os.fdopen(fd, "rb") as raw:
+            if b"\x00" in raw.peek(BINARY_SNIFF_BYTES)[:BINARY_SNIFF_BYTES]:
+                raise ToolError(f"{path} looks like a binary file; not shown")
+            f = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None)
             for number, line in enumerate(f, start=1):
                 total = number
                 if offset <= number < offset + limit and size < budget:
@@ -121,15 +133,46 @@ class WriteTool:
 
     @staticmethod
     def _write(root: Path, path: str, content: str) -> str:
-        target = resolve_inside(root, path)
-        if target.is_dir():
+        parts = relative_parts(root, path)
+        shown = shown_path(parts)
+        if not parts:
             raise ToolError(f"{path} is a directory")
-        existed = target.exists()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _write_text(target, content)
+        data = content.encode("utf-8")  # before creating anything: it can fail
+        with open_root(root) as root_fd:
+            parent = make_parents(root_fd, parts, shown)
+            try:
+                existed, fd = _create_or_open(parent, parts[-1], shown)
+            finally:
+                os.close(parent)
+        try:
+            if existed:
+                check_regular(fd, shown)
+            _rewrite(fd, data)
+        except IsADirectory:
+            raise ToolError(f"{path} is a directory") from None
+        finally:
+            os.close(fd)
         verb = "Overwrote" if existed else "Created"
-        size = len(content.encode("utf-8"))
-        return f"{verb} {relative_to_root(root, target)} ({size:,} bytes)"
+        return f"{verb} {shown} ({len(data):,} bytes)"
+
+
+def _create_or_open(parent: int, name: str, shown: str) -> tuple[bool, int]:
+    """(existed, fd): create `name` with O_EXCL, or open the existing one; never a link."""
+    create = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(10):  # another process creating and removing it at once: give up
+        try:
+            return False, os.open(name, create, 0o666, dir_fd=parent)
+        except FileExistsError:
+            pass
+        try:
+            return True, open_inside(parent, [name], os.O_WRONLY | os.O_NONBLOCK, shown)
+        except NotFoundError:
+            continue  # removed between the two opens: create it
+        except ToolError as exc:
+            if isinstance(exc.__cause__, IsADirectoryError):
+                raise ToolError(f"{shown} is a directory") from None
+            raise
+    raise ToolError(f"cannot create {shown}: it keeps appearing and disappearing")
 
 
 class EditTool:
@@ -168,23 +211,29 @@ class EditTool:
             raise ToolError("old_string is empty; use the write tool to create a file")
         if old == new:
             raise ToolError("old_string and new_string are identical; nothing to change")
-        target = _existing_file(root, path)
-        with target.open(encoding="utf-8", newline="") as f:
+        parts = relative_parts(root, path)
+        shown = shown_path(parts)
+        with open_root(root) as root_fd:
             try:
-                text = f.read()
+                fd = open_regular(root_fd, parts, shown, os.O_RDWR)
+            except NotFoundError:
+                raise ToolError(f"file not found: {path}") from None
+        with contextlib.closing(_Fd(fd)):
+            try:
+                text = _read_all(fd).decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise ToolError(f"{path} is not UTF-8 text; cannot edit") from exc
-        count = text.count(old)
-        if count == 0:
-            raise ToolError(f"old_string not found in {path} (it must match exactly)")
-        if count > 1 and not replace_all:
-            raise ToolError(
-                f"old_string occurs {count} times in {path}; add surrounding context to make "
-                "it unique, or set replace_all to true"
-            )
-        _write_text(target, text.replace(old, new))
+            count = text.count(old)
+            if count == 0:
+                raise ToolError(f"old_string not found in {path} (it must match exactly)")
+            if count > 1 and not replace_all:
+                raise ToolError(
+                    f"old_string occurs {count} times in {path}; add surrounding context to "
+                    "make it unique, or set replace_all to true"
+                )
+            _rewrite(fd, text.replace(old, new).encode("utf-8"))
         noun = "occurrence" if count == 1 else "occurrences"
-        return f"Edited {relative_to_root(root, target)}: replaced {count} {noun}"
+        return f"Edited {shown}: replaced {count} {noun}"
 
 
 class ListTool:
@@ -207,19 +256,25 @@ class ListTool:
 
     @staticmethod
     def _list(root: Path, path: str) -> str:
-        target = resolve_inside(root, path)
-        if not target.exists():
-            raise ToolError(f"directory not found: {path}")
-        if not target.is_dir():
-            raise ToolError(f"{path} is not a directory (use the read tool)")
+        parts = relative_parts(root, path)
+        shown = shown_path(parts)
         names = []
-        with os.scandir(target) as it:
-            for entry in it:
-                if entry.name == ".git":
-                    continue
-                names.append(entry.name + "/" if entry.is_dir() else entry.name)
+        with open_root(root) as root_fd:
+            try:
+                fd = open_dir(root_fd, parts, shown)
+            except NotFoundError:
+                raise ToolError(f"directory not found: {path}") from None
+            except NotADirectory:
+                raise ToolError(f"{path} is not a directory (use the read tool)") from None
+            try:
+                with os.scandir(fd) as it:
+                    for entry in it:
+                        if entry.name != ".git":
+                            names.append(entry.name + _suffix(entry))
+            finally:
+                os.close(fd)
         names.sort()
-        header = f"{relative_to_root(root, target)}/"
+        header = f"{shown}/"
         if not names:
             return f"{header}\n(empty directory)"
         shown = names[:MAX_LIST_ENTRIES]
@@ -227,3 +282,21 @@ class ListTool:
         if len(names) > len(shown):
             lines.append(f"({len(names) - len(shown):,} more entries not shown)")
         return "\n".join(lines)
+
+
+def _suffix(entry: os.DirEntry[str]) -> str:
+    """'/' for a directory, '@' for a symlink (not followed), as `ls -F` marks them."""
+    try:
+        if entry.is_symlink():
+            return "@"
+        return "/" if entry.is_dir(follow_symlinks=False) else ""
+    except OSError:
+        return ""
+
+
+class _Fd:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        os.close(self.fd)

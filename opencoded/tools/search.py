@@ -1,17 +1,21 @@
 """The search tools: glob (find files by name) and grep (find lines by regex).
 
-Both walk the tree without following symlinked directories and skip `.git`, so a link that
-points outside the session directory is never searched through. `grep` uses ripgrep when it
-is on PATH (fast, honours .gitignore) and a pure-Python walk otherwise; both print
-`path:line: text` with paths relative to the session directory.
+Both walk the tree with directory fds (`os.fwalk`), never following a symlink, and skip
+`.git`; they look only at regular files with one hard link (see paths.py for why), so a
+symlink, a hard link to an outside file, a FIFO or a symlink loop is skipped, never searched
+through or blocked on. grep prints `path:line: text` with paths relative to the session
+directory.
+
+grep does not use ripgrep: rg opens files by path while it walks (so a directory swapped for
+a symlink mid-walk leads it outside) and reads hard-linked files; neither can be turned off.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
-import shutil
-import subprocess
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +24,16 @@ from typing import Any
 import trio
 
 from opencoded.tools.base import ToolContext, ToolError, ToolOutput
-from opencoded.tools.paths import relative_to_root, resolve_inside
+from opencoded.tools.paths import (
+    LinkRefused,
+    NotFoundError,
+    open_dir,
+    open_inside,
+    open_regular,
+    open_root,
+    relative_parts,
+    shown_path,
+)
 
 MAX_GLOB_RESULTS = 1_000
 MAX_GREP_MATCHES = 500
@@ -28,6 +41,7 @@ MATCH_CEILING = 5_000  # stop collecting here; enough to sort and to say "at lea
 GREP_LINE_CHARS = 500
 GREP_TIMEOUT = 60.0
 BINARY_SNIFF_BYTES = 8_192
+MAX_READ_LINE = 64 * 1024
 
 
 def glob_regex(pattern: str) -> re.Pattern[str]:
@@ -88,29 +102,49 @@ class GlobMatcher:
         return self.regex.match(subject) is not None
 
 
-def walk_files(root: Path, base: Path) -> Iterator[tuple[Path, str]]:
-    """Yield (file, path relative to base) under `base`, in sorted order.
+def walk_files(root_fd: int, parts: list[str]) -> Iterator[tuple[int, str, str]]:
+    """Yield (dir fd, name, path relative to the search base) of the files under `parts`.
 
-    Symlinked directories are not entered; a symlinked file is yielded only when its
-    target is inside `root`.
+    Only entries that are not directories are yielded (symlinks and special files too: the
+    caller opens them with `open_regular`, which refuses them); the dir fd is only valid
+    until the next item. Symlinked directories are never entered, so loops cannot happen.
     """
-    real_root = root.resolve()
-    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if d != ".git")
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if path.is_symlink():
-                target = path.resolve()
-                if not target.is_relative_to(real_root) or not target.is_file():
-                    continue
-            yield path, path.relative_to(base).as_posix()
+    base_fd = open_dir(root_fd, parts, shown_path(parts))
+    try:
+        for dirpath, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=base_fd):
+            dirnames[:] = sorted(d for d in dirnames if d != ".git")
+            prefix = "" if dirpath == "." else dirpath[2:] + "/"
+            for name in sorted(filenames):
+                yield dir_fd, name, prefix + name
+    finally:
+        os.close(base_fd)
 
 
-def _search_base(root: Path, path: str) -> Path:
-    base = resolve_inside(root, path)
-    if not base.exists():
-        raise ToolError(f"path not found: {path}")
-    return base
+def _regular_mtime(dir_fd: int, name: str) -> float | None:
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        return None
+    return info.st_mtime
+
+
+def _search_base(root: Path, path: str) -> tuple[list[str], bool]:
+    """(parts, is_dir) of the directory or file to search, or a ToolError."""
+    parts = relative_parts(root, path)
+    with open_root(root) as root_fd:
+        try:
+            fd = open_inside(root_fd, parts, os.O_PATH, shown_path(parts))
+        except NotFoundError:
+            raise ToolError(f"path not found: {path}") from None
+        try:
+            mode = os.fstat(fd).st_mode
+        finally:
+            os.close(fd)
+    if stat.S_ISLNK(mode):  # O_PATH|O_NOFOLLOW opens the link itself
+        raise LinkRefused(f"{path} is a symbolic link, which is not followed")
+    return parts, stat.S_ISDIR(mode)
 
 
 class GlobTool:
@@ -140,17 +174,15 @@ class GlobTool:
     @staticmethod
     def _glob(root: Path, pattern: str, path: str) -> str:
         matcher = GlobMatcher(pattern)
-        base = _search_base(root, path)
-        if not base.is_dir():
+        parts, is_dir = _search_base(root, path)
+        if not is_dir:
             raise ToolError(f"{path} is not a directory")
+        prefix = "" if not parts else shown_path(parts) + "/"
         found: list[tuple[float, str]] = []
-        for file, rel in walk_files(root, base):
-            if matcher.matches(rel):
-                try:
-                    mtime = file.stat().st_mtime
-                except OSError:
-                    continue
-                found.append((-mtime, relative_to_root(root, file.resolve())))
+        with open_root(root) as root_fd:
+            for dir_fd, name, rel in walk_files(root_fd, parts):
+                if matcher.matches(rel) and (mtime := _regular_mtime(dir_fd, name)) is not None:
+                    found.append((-mtime, prefix + rel))
         if not found:
             return "No files found."
         found.sort()
@@ -166,65 +198,49 @@ Match = tuple[str, int, str]
 
 
 def _python_grep(
-    root: Path, base: Path, regex: re.Pattern[str], include: str | None, deadline: float
-) -> list[Match]:
-    """The grep engine when ripgrep is absent. Gives up at `deadline` (time.monotonic),
-    because a cancelled caller abandons this thread and it must not walk on for long."""
+    root: Path, parts: list[str], is_dir: bool, regex: re.Pattern[str], include: str | None,
+    deadline: float,
+) -> list[Match]:  # fmt: skip
+    """Gives up at `deadline` (time.monotonic), because a cancelled caller abandons this
+    thread and it must not walk on for long."""
     matcher = GlobMatcher(include) if include else None
-    if base.is_file():
-        files: Iterator[tuple[Path, str]] = iter([(base, base.name)])
-    else:
-        files = walk_files(root, base)
     matches: list[Match] = []
-    for file, rel in files:
-        if time.monotonic() > deadline:
-            raise ToolError(f"grep timed out after {GREP_TIMEOUT:.0f} s; narrow the search")
-        if matcher and not matcher.matches(rel):
-            continue
-        try:
-            with file.open("rb") as fb:
-                if b"\x00" in fb.read(BINARY_SNIFF_BYTES):
-                    continue
-            with file.open(encoding="utf-8", errors="replace") as f:
-                shown = relative_to_root(root, file.resolve())
-                for number, line in enumerate(f, start=1):
-                    if regex.search(line):
-                        matches.append((shown, number, line.rstrip("\r\n")))
-                        if len(matches) >= MATCH_CEILING:
-                            return matches
-        except OSError:
-            continue  # unreadable file: skip it, as rg does
+    with open_root(root) as root_fd:
+        if not is_dir:
+            fd = open_regular(root_fd, parts, shown_path(parts))
+            _grep_fd(fd, shown_path(parts), regex, matches)
+            return matches
+        prefix = "" if not parts else shown_path(parts) + "/"
+        for dir_fd, name, rel in walk_files(root_fd, parts):
+            if time.monotonic() > deadline:
+                raise ToolError(f"grep timed out after {GREP_TIMEOUT:.0f} s; narrow the search")
+            if matcher and not matcher.matches(rel):
+                continue
+            try:
+                fd = open_regular(dir_fd, [name], rel)
+            except ToolError:
+                continue  # a symlink, special or hard-linked file, or unreadable: skipped
+            if not _grep_fd(fd, prefix + rel, regex, matches):
+                break
     return matches
 
 
-async def _rg_grep(
-    rg: str, root: Path, base: Path, pattern: str, include: str | None
-) -> list[Match]:
-    cmd = [rg, "--no-config", "--null", "--line-number", "--no-heading", "--with-filename"]
-    cmd += ["--color", "never", "--hidden", "--glob", "!.git", "--no-messages"]
-    cmd += ["--max-columns", str(GREP_LINE_CHARS), "--max-columns-preview"]
-    if include:
-        cmd += ["--glob", include]
-    cmd += ["--regexp", pattern]
-    rel = relative_to_root(root, base)
-    if rel != ".":
-        cmd += ["--", rel]
-    proc = await trio.run_process(
-        cmd, cwd=root, capture_stdout=True, capture_stderr=True, check=False,
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    if proc.returncode == 2 and not proc.stdout:
-        err = proc.stderr.decode(errors="replace").strip()
-        if "regex parse error" in err:
-            raise ToolError(f"invalid regular expression {pattern!r}: {err}")
-        raise ToolError(f"grep failed: {err}")
-    matches: list[Match] = []
-    for raw in proc.stdout.decode("utf-8", errors="replace").splitlines():
-        path, _, rest = raw.partition("\x00")
-        number, _, text = rest.partition(":")
-        if number.isdigit():
-            matches.append((path, int(number), text))
-    return matches
+def _grep_fd(fd: int, shown: str, regex: re.Pattern[str], matches: list[Match]) -> bool:
+    """Add the matches of one open file (closed here); False once MATCH_CEILING is hit.
+    Lines are read at most MAX_READ_LINE characters at a time, so memory stays bounded."""
+    with os.fdopen(fd, "rb") as raw:
+        if b"\x00" in raw.peek(BINARY_SNIFF_BYTES)[:BINARY_SNIFF_BYTES]:
+            return True
+        f = io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+        number = 1
+        while chunk := f.readline(MAX_READ_LINE):
+            if regex.search(chunk):
+                matches.append((shown, number, chunk.rstrip("\r\n")))
+                if len(matches) >= MATCH_CEILING:
+                    return False
+            if chunk.endswith("\n"):
+                number += 1
+    return True
 
 
 class GrepTool:
@@ -248,27 +264,24 @@ class GrepTool:
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolOutput:
         pattern: str = args["pattern"]
         include: str | None = args.get("include")
-        base = await trio.to_thread.run_sync(_search_base, ctx.root, args.get("path", "."))
+        parts, is_dir = await trio.to_thread.run_sync(_search_base, ctx.root, args.get("path", "."))
         if include:
-            GlobMatcher(include)  # same validation whichever engine runs
-        rg = shutil.which("rg")
+            GlobMatcher(include)
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise ToolError(f"invalid regular expression {pattern!r}: {exc}") from exc
         with trio.move_on_after(GREP_TIMEOUT) as scope:
-            if rg:
-                matches = await _rg_grep(rg, ctx.root, base, pattern, include)
-            else:
-                try:
-                    regex = re.compile(pattern)
-                except re.error as exc:
-                    raise ToolError(f"invalid regular expression {pattern!r}: {exc}") from exc
-                matches = await trio.to_thread.run_sync(
-                    _python_grep,
-                    ctx.root,
-                    base,
-                    regex,
-                    include,
-                    time.monotonic() + GREP_TIMEOUT,
-                    abandon_on_cancel=True,
-                )
+            matches = await trio.to_thread.run_sync(
+                _python_grep,
+                ctx.root,
+                parts,
+                is_dir,
+                regex,
+                include,
+                time.monotonic() + GREP_TIMEOUT,
+                abandon_on_cancel=True,
+            )
         if scope.cancelled_caught:
             raise ToolError(f"grep timed out after {GREP_TIMEOUT:.0f} s; narrow the search")
         return ToolOutput(format_matches(matches))

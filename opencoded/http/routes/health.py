@@ -5,6 +5,7 @@ from quart_trio import QuartTrio
 
 from ... import __version__
 from ...storage import StoreError
+from ...tools.sandbox import jail_for
 from ..app import get_daemon
 
 
@@ -23,6 +24,7 @@ async def health() -> tuple[Response, int]:
         "sessions_open": daemon.sessions.open_count,
         "database": database,
         "endpoints": {"tcp": daemon.endpoints.tcp, "unix": daemon.endpoints.unix},
+        "sandbox": jail_for(daemon.config).health(),
     }
     return jsonify(body), 200 if database == "ok" else 503
 

@@ -10,11 +10,11 @@ from quart import Response, jsonify
 from quart_trio import QuartTrio
 
 from ...config import MAX_BODY_BYTES
-from ...errors import InvalidRequest, NotFound, PayloadTooLarge, PermissionDenied
+from ...errors import ApiError, InvalidRequest, NotFound, PayloadTooLarge, PermissionDenied
 from ...projects import checked_directory, new_project, project_json
 from ...records import Project
+from ...tools import paths
 from ...tools.base import ToolError
-from ...tools.paths import resolve_inside
 from ..app import get_daemon
 from ..params import json_body, query
 
@@ -39,7 +39,7 @@ async def create_project() -> tuple[Response, int]:
     body = await json_body(ProjectCreate)
     if not body.name.strip():
         raise InvalidRequest("name must not be empty", {"field": "name"})
-    directory = checked_directory(body.path, "path")
+    directory = checked_directory(body.path, "path", get_daemon().config)
     store = get_daemon().store
     candidate = new_project(directory, body.name.strip())
     project = await store.create_project(candidate)
@@ -63,72 +63,84 @@ async def delete_project(project_id: str) -> Response:
     return jsonify({"id": project_id, "deleted": True})
 
 
-def _confined(root: str, path: str) -> Path:
-    try:
-        return resolve_inside(Path(root), path or ".")
-    except ToolError:
-        raise InvalidRequest(
-            f"path is outside the project directory: {path}", {"field": "path"}
-        ) from None
+def _api_error(exc: ToolError, path: str) -> ApiError:
+    """A confinement refusal as the API error a client can act on (never a 500)."""
+    path = path if len(path) <= 200 else path[:200] + "…"
+    details = {"field": "path", "path": path}
+    if isinstance(exc, paths.NotFoundError):
+        return NotFound(f"no such file or directory: {path}", details)
+    if isinstance(exc, paths.FileRefused):
+        return PermissionDenied(str(exc), details)
+    if isinstance(exc, paths.PathEscapeError):
+        return InvalidRequest(f"path is outside the project directory: {path}", details)
+    return InvalidRequest(str(exc), details)
 
 
-def _entry(root: Path, entry: os.DirEntry) -> dict:
-    info = entry.stat(follow_symlinks=False)
+def _entry(dir_fd: int, prefix: str, entry: os.DirEntry) -> dict:
+    info = os.stat(entry.name, dir_fd=dir_fd, follow_symlinks=False)
     if stat.S_ISLNK(info.st_mode):
         kind = "symlink"
     elif stat.S_ISDIR(info.st_mode):
         kind = "directory"
-    else:
+    elif stat.S_ISREG(info.st_mode):
         kind = "file"
-    rel = os.path.relpath(entry.path, root)
+    else:
+        kind = "other"  # FIFO, socket, device: listed, never opened
+    rel = prefix + entry.name
     return {"name": entry.name, "path": rel, "type": kind, "size": info.st_size}
 
 
-def _listing(root: Path, directory: Path) -> list[dict]:
-    if not directory.is_dir():
-        raise InvalidRequest(f"not a directory: {directory.relative_to(root)}", {"field": "path"})
+def _listing(root: Path, path: str) -> list[dict]:
+    parts = paths.relative_parts(root, path or ".")
+    prefix = "" if not parts else paths.shown_path(parts) + "/"
     listed = []
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            try:
-                listed.append(_entry(root, entry))
-            except FileNotFoundError:
-                continue  # removed while we listed
+    with paths.open_root(root) as root_fd:
+        fd = paths.open_dir(root_fd, parts, path or ".")
+    try:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                try:
+                    listed.append(_entry(fd, prefix, entry))
+                except FileNotFoundError:
+                    continue  # removed while we listed
+    finally:
+        os.close(fd)
     return sorted(listed, key=lambda e: e["name"])
 
 
-async def _on_disk(fn, *args):
-    """Run blocking file work in a thread; file system refusals become API errors."""
+async def _on_disk(fn, root: str, path: str):
+    """Run blocking file work in a thread; refusals and file system errors become API
+    errors (400/403/404/413), never a 500."""
     try:
-        return await trio.to_thread.run_sync(fn, *args)
-    except PermissionError as exc:
-        raise PermissionDenied(
-            f"the daemon may not read {exc.filename}", {"field": "path"}
-        ) from None
-    except FileNotFoundError as exc:
-        raise NotFound(f"no such file or directory: {exc.filename}", {"field": "path"}) from None
+        return await trio.to_thread.run_sync(fn, Path(root), path)
+    except ToolError as exc:
+        raise _api_error(exc, path) from None
+    except PermissionError:
+        raise PermissionDenied(f"the daemon may not read {path}", {"field": "path"}) from None
+    except FileNotFoundError:
+        raise NotFound(f"no such file or directory: {path}", {"field": "path"}) from None
     except OSError as exc:
-        raise InvalidRequest(
-            f"cannot read {exc.filename}: {exc.strerror}", {"field": "path"}
-        ) from None
+        raise InvalidRequest(f"cannot read {path}: {exc.strerror}", {"field": "path"}) from None
 
 
 async def list_files(project_id: str) -> Response:
     project = await _project(project_id)
     params = query(FilesQuery)
-    root = Path(project.path).resolve()
-    target = _confined(project.path, params.path)
-    if not target.exists():
-        raise NotFound(f"no such directory: {params.path}", {"path": params.path})
-    return jsonify(await _on_disk(_listing, root, target))
+    return jsonify(await _on_disk(_listing, project.path, params.path))
 
 
-def _read_text(path: Path) -> bytes:
-    if not path.is_file():
-        raise InvalidRequest(f"not a regular file: {path.name}", {"field": "path"})
-    if path.stat().st_size > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"file over {MAX_BODY_BYTES} bytes", {"path": str(path)})
-    return path.read_bytes()
+def _read_text(root: Path, path: str) -> bytes:
+    parts = paths.relative_parts(root, path)
+    with paths.open_root(root) as root_fd:
+        try:
+            fd = paths.open_regular(root_fd, parts, path)
+        except paths.IsADirectory:
+            raise InvalidRequest(f"not a regular file: {path}", {"field": "path"}) from None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_BODY_BYTES + 1)
+    if len(data) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"file over {MAX_BODY_BYTES} bytes", {"path": path})
+    return data
 
 
 async def file_content(project_id: str) -> Response:
@@ -136,10 +148,7 @@ async def file_content(project_id: str) -> Response:
     params = query(FilesQuery)
     if not params.path:
         raise InvalidRequest("path is required", {"field": "path"})
-    target = _confined(project.path, params.path)
-    if not target.exists():
-        raise NotFound(f"no such file: {params.path}", {"path": params.path})
-    data = await _on_disk(_read_text, target)
+    data = await _on_disk(_read_text, project.path, params.path)
     try:
         data.decode("utf-8")
         content_type = "text/plain; charset=utf-8"

@@ -107,12 +107,12 @@ async def create_session() -> tuple[Response, int]:
             raise NotFound(f"Project not found: {body.project}", {"field": "project"})
         directory = Path(project.path)
         if body.directory is not None:
-            directory = checked_directory(body.directory, "directory")
+            directory = checked_directory(body.directory, "directory", daemon.config)
             if not directory.is_relative_to(project.path):
                 raise InvalidRequest("directory must be inside the project", {"field": "directory"})
     else:
         raw = body.directory if body.directory is not None else str(daemon.workdir)
-        directory = checked_directory(raw, "directory")
+        directory = checked_directory(raw, "directory", daemon.config)
         project = created_project = new_project(directory)
     stamp = now()
     session = Session(
