@@ -16,6 +16,7 @@ import pytest
 from opencode_cli import Client
 
 from .cli_support import OPENCODE, DaemonProcess, rmtree, run_cli, start_daemon
+from .test_recovery import workdir
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def daemon() -> Iterator[DaemonProcess]:
 def test_abort_never_breaks_the_pipe(daemon: DaemonProcess) -> None:
     env = daemon.env()
     with Client(daemon.unix_url) as client:
-        sid = client.sessions.create(directory=str(daemon.tmp)).id
+        sid = client.sessions.create(directory=str(workdir(daemon.tmp))).id
     for _ in range(40):  # before: 5-60 % of tries failed
         res = run_cli("sessions", "abort", sid, env=env)
         assert res.returncode == 0, res.stderr
@@ -46,7 +47,7 @@ def test_an_oversized_message_gets_the_413_and_leaves_no_session(daemon: DaemonP
         capture_output=True,
         text=True,
         env=env,
-        cwd=daemon.tmp,
+        cwd=workdir(daemon.tmp),
         timeout=60,
     )
     assert res.returncode != 0

@@ -58,7 +58,8 @@ window.results = (async () => {
     return r.status + " " + (await r.text()).slice(0, 1);
   });
   out.post = await attempt(async () => {
-    const r = await fetch(daemon + "/sessions", {method: "POST", body: "{}",
+    const r = await fetch(daemon + "/sessions", {method: "POST",
+      body: JSON.stringify({directory: %(work_json)s}),
       headers: {...auth, "Content-Type": "application/json"}});
     return String(r.status);
   });
@@ -238,10 +239,14 @@ def test_cross_site_page_in_chromium(chromium: Chromium, flags: tuple[str, ...])
     daemon = Daemon(tmp, *flags)
     server = None
     try:
-        sid = unix_get(daemon.sock, "/sessions", "POST", b"{}")["id"]
+        work = tmp / "work"  # not the dir holding the data dir: too broad a root
+        work.mkdir()
+        body = json.dumps({"directory": str(work)}).encode()
+        sid = unix_get(daemon.sock, "/sessions", "POST", body)["id"]
         html = PAGE % {
             "daemon": daemon.url,
             "daemon_json": json.dumps(daemon.url),
+            "work_json": json.dumps(str(work)),
             "token_json": json.dumps(daemon.token),
             "sid_json": json.dumps(sid),
         }

@@ -30,7 +30,14 @@ from .conftest import start_daemon
 from .daemon_process import DaemonProcess
 from .fakes.llm import Reply, open_fake_llm
 from .test_agent import agent_daemon, fake, message_body, new_session
-from .test_recovery import agent_config, gone, replay_until_complete, slow_turn_with_sleep, unix
+from .test_recovery import (
+    agent_config,
+    gone,
+    replay_until_complete,
+    slow_turn_with_sleep,
+    unix,
+    workdir,
+)
 from .test_recovery import start_turn as start_bash_turn
 
 __all__ = ["fake"]  # the fixture, shared with the agent tests
@@ -65,7 +72,9 @@ async def test_sigterm_exits_in_time_while_commits_stall(
         daemon = DaemonProcess(tmpdir_short, "--config", str(config))
         await daemon.start(nursery)
         async with unix(daemon.socket) as client:
-            sid = (await client.post("/sessions", json={"directory": str(tmpdir_short)})).json()
+            sid = (
+                await client.post("/sessions", json={"directory": str(workdir(tmpdir_short))})
+            ).json()
             slow_turn_with_sleep(fake, pid_file)
             await start_bash_turn(client, sid["id"], pid_file)
         assert daemon.proc is not None
@@ -154,7 +163,7 @@ async def test_open_files_stay_flat_across_idle_periods(
     assert daemon.proc is not None
     pid = daemon.proc.pid
     async with unix(daemon.socket) as client:
-        await client.post("/sessions", json={"directory": str(tmpdir_short)})
+        await client.post("/sessions", json={"directory": str(workdir(tmpdir_short))})
 
     async def burst() -> int:
         async with unix(daemon.socket) as client, trio.open_nursery() as readers:
@@ -270,7 +279,7 @@ async def test_a_full_disk_ends_turns_cleanly_and_in_order(
             daemon = DaemonProcess(tmpdir_short, *args)
             await daemon.start(nursery)
             async with unix(daemon.socket) as c:
-                sid = await new_session(c, tmpdir_short)
+                sid = await new_session(c, workdir(tmpdir_short))
                 fake.push(Reply(text=[f"w{i} " for i in range(400)], delay=0.01))
                 body = message_body("write a lot")
                 async with c.stream("POST", f"/sessions/{sid}/messages", json=body) as r:
@@ -352,7 +361,9 @@ async def test_after_kill_9_tool_parts_are_closed_and_duration_is_real(
         daemon = DaemonProcess(tmpdir_short, "--config", str(config))
         await daemon.start(nursery)
         async with unix(daemon.socket) as client:
-            sid = (await client.post("/sessions", json={"directory": str(tmpdir_short)})).json()
+            sid = (
+                await client.post("/sessions", json={"directory": str(workdir(tmpdir_short))})
+            ).json()
             slow_turn_with_sleep(fake, pid_file)
             await start_bash_turn(client, sid["id"], pid_file)
         # Wait until the daemon has marked the turn alive 2.5 s after it started.
