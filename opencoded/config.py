@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -29,8 +30,12 @@ DEFAULT_PERMISSIONS: dict[str, str] = {
     "write": "ask",
     "edit": "ask",
     "bash": "ask",
+    "webfetch": "ask",
+    "todowrite": "allow",
+    "todoread": "allow",
 }
 MAX_BODY_BYTES = 10 * 1024 * 1024
+MCP_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 class ConfigError(Exception):
@@ -76,6 +81,41 @@ class AgentConfig:
     max_tokens: int = 8192
 
 
+# TypeErrors worded "expected ...": the wire converter passes those messages on as they are.
+def _check_mcp_server(server: McpServerConfig, _attr: Any, _value: Any) -> None:
+    if server.type == "local" and not server.command:
+        raise TypeError('expected "command" (a non-empty array) for a "local" server')
+    if server.type == "remote" and not (server.url or "").startswith(("http://", "https://")):
+        raise TypeError('expected "url" (http:// or https://) for a "remote" server')
+
+
+@attrs.frozen
+class McpServerConfig:
+    """One MCP server, in the shape OpenCode users write (see opencoded.mcp)."""
+
+    type: Literal["local", "remote"] = attrs.field(validator=_check_mcp_server)
+    command: list[str] = attrs.Factory(list)
+    environment: dict[str, str] = attrs.Factory(dict)
+    url: str | None = None
+    headers: dict[str, str] = attrs.Factory(dict)
+    enabled: bool = True
+    timeout: int = 30_000  # ms, for connecting and listing tools (OpenCode's unit)
+    tool_timeout: int = 600_000  # ms, for one tool call
+
+
+def _check_mcp_names(_config: Any, _attr: Any, servers: dict[str, McpServerConfig]) -> None:
+    for name in servers:
+        if not MCP_NAME.fullmatch(name):
+            raise TypeError(f"expected a name of letters, digits, - and _ (1-32), got {name!r}")
+
+
+@attrs.frozen
+class WebfetchConfig:
+    allow_private: bool = False
+    max_bytes: int = 5 * 1024 * 1024
+    timeout: float = 30.0  # seconds
+
+
 @attrs.frozen
 class Config:
     server: ServerConfig = attrs.Factory(ServerConfig)
@@ -84,6 +124,8 @@ class Config:
     permission: dict[str, PermissionAction] = attrs.Factory(dict)
     retention: RetentionConfig = attrs.Factory(RetentionConfig)
     agent: AgentConfig = attrs.Factory(AgentConfig)
+    mcp: dict[str, McpServerConfig] = attrs.field(factory=dict, validator=_check_mcp_names)
+    webfetch: WebfetchConfig = attrs.Factory(WebfetchConfig)
     data_dir: str | None = None
     log_level: str = "info"
 
@@ -112,6 +154,8 @@ def _camel(cls: type, **renames: str) -> None:
 _camel(ServerConfig, allowed_hosts="allowedHosts", rate_limit="rateLimit")
 _camel(RetentionConfig, interval_hours="intervalHours")
 _camel(AgentConfig, max_steps="maxSteps", bash_timeout="bashTimeout", max_tokens="maxTokens")
+_camel(McpServerConfig, tool_timeout="toolTimeout")
+_camel(WebfetchConfig, allow_private="allowPrivate", max_bytes="maxBytes")
 _camel(Config, data_dir="dataDir", log_level="logLevel")
 
 

@@ -48,7 +48,8 @@ from ..providers.base import (
 from ..providers.retry import stream_with_retry
 from ..records import Message, PermissionRequest, Session, Turn, new_id, now
 from ..sessions import RunningTurn, SessionRuntime
-from ..tools import TOOLS, ToolContext, ToolOutput, run_tool, tool_specs
+from ..tools import ToolOutput, tool_specs
+from . import toolbox
 from .context import conversation
 from .permissions import Waiter, agent_state, decide
 from .prompt import system_prompt
@@ -126,7 +127,10 @@ class AgentTurn:
         self.recorded = False
         self.first_out = False
         root = Path(plan.session.directory).resolve()
-        self.tool_ctx = ToolContext(root=root, bash_timeout=daemon.config.agent.bash_timeout)
+        bash_timeout = daemon.config.agent.bash_timeout
+        self.tool_ctx = toolbox.tool_context(
+            daemon, runtime.log, runtime.id, root=root, bash_timeout=bash_timeout
+        )
         self.tools = _tools()
         spec = daemon.providers.specs.get(plan.provider_id)
         kind = spec.kind if spec is not None else "openai-compatible"
@@ -168,7 +172,7 @@ class AgentTurn:
                 model=self.plan.model,
                 system=system,
                 messages=tuple(messages),
-                tools=self.tools,
+                tools=await toolbox.offered(self.daemon),
                 max_tokens=self.daemon.config.agent.max_tokens,
             )
             text, calls = await self._step(provider, request)
@@ -277,7 +281,7 @@ class AgentTurn:
             raw = str(call.input[INVALID_INPUT_KEY])[:2000]
             output = ToolOutput(BAD_INPUT.format(tool=call.name, raw=raw), error=True)
             return await self._finish_tool(call, output, "error")
-        if call.name in TOOLS:
+        if toolbox.known(self.daemon, call.name):
             action = decide(call.name, self.permission, self.daemon.config)
             if action == "deny":
                 output = ToolOutput(DENIED.format(tool=call.name), error=True)
@@ -287,7 +291,7 @@ class AgentTurn:
                 return await self._finish_tool(call, output, "rejected")
         part["status"] = "running"
         await self._save()
-        output = await run_tool(call.name, call.input, self.tool_ctx)
+        output = await toolbox.run(self.daemon, call.name, call.input, self.tool_ctx)
         return await self._finish_tool(call, output, "error" if output.error else "completed")
 
     async def _finish_tool(

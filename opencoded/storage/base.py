@@ -136,3 +136,7 @@ class Store(Protocol):
         worker-thread round trip, and three of them were a fifth of what the daemon added
         to a turn's first token.
         """
+
+    # the task list (todo tools): derived from the event log, no table of its own
+    async def last_event(self, session_id: str, type: str) -> Event | None:
+        """The session's latest stored event of this type, or None."""

@@ -602,6 +602,19 @@ class SQLiteStore:
 
         return await self._read(run)
 
+    # ---- the task list (todo tools) ------------------------------------------------
+
+    async def last_event(self, session_id: str, type: str) -> Event | None:
+        # Walks the session's events backwards on the primary key: a task list is
+        # written often, so the match is near the end.
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT * FROM events WHERE session_id = ? AND type = ? ORDER BY seq DESC LIMIT 1",
+                (session_id, type),
+            ).fetchone()
+        )
+        return Event(row[0], row[1], row[2], json.loads(row[3]), row[4]) if row else None
+
 
 _INSERT_EVENT = "INSERT INTO events VALUES (?,?,?,?,?)"
 _ROWS_PER_INSERT = 500  # 5 parameters a row, well under SQLite's 32766 limit

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
+
+if TYPE_CHECKING:
+    from ..config import WebfetchConfig
+    from .todo import TodoBoard
 
 
 class ToolError(Exception):
@@ -26,6 +30,9 @@ class ToolContext:
     # the daemon can record it (and kill leftovers after a crash). Called in the Trio thread.
     on_spawn: Callable[[int], None] | None = None
     on_exit: Callable[[int], None] | None = None
+    # The session-level tools: webfetch's settings, the session's task list (todo.py).
+    webfetch: WebfetchConfig | None = None
+    todos: TodoBoard | None = None
 
 
 @attrs.frozen
