@@ -10,8 +10,7 @@ raised: the daemon and the turns go on without the server's tools.
 A call runs as a task in the connection's own nursery, not in the turn's: an abort stops
 the turn's wait at once, while the SDK finishes its shielded courtesy cancel (up to 5 s
 when a server stops reading) in the background. A stdio server's stderr is kept (its last
-lines) to say why it failed; the SDK stops a stdio server by closing its stdin, then
-SIGTERM and SIGKILL to its whole process group.
+lines) to say why it failed; stdio.py stops a stdio server with its whole process group.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ import trio
 from ..config import McpServerConfig
 from ..tools.base import ToolOutput
 from .convert import McpTool, result_text, tools_from_listing
+from .stdio import stdio_transport
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,15 @@ async def _watched(transport: Any, lost: trio.Event) -> AsyncIterator[tuple[Any,
         yield _LossSignallingStream(read, lost), write
 
 
+class BadListing(Exception):
+    """A tools/list answer the SDK refused (a tool's input schema is not an object...)."""
+
+    def __init__(self, error: Any) -> None:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        super().__init__(f"invalid tools/list answer: {where}: {first['msg']}")
+
+
 def _leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
@@ -161,7 +170,9 @@ def describe(exc: BaseException) -> str:
         return f"{message} (MCP error {code})"
     if type(exc).__module__.startswith(("httpx", "httpcore")):
         return f"{type(exc).__name__}: {message}"
-    return message if type(exc) is Exception else f"{type(exc).__name__}: {message}"
+    if isinstance(exc, BadListing) or type(exc) is Exception:
+        return message
+    return f"{type(exc).__name__}: {message}"
 
 
 class McpServer:
@@ -178,7 +189,7 @@ class McpServer:
         self.restarts = 0
         self.connected_since: float | None = None
         self.retry_at: float | None = None
-        self.first_attempt = trio.Event()  # set when the first attempt connected or failed
+        self.first_attempt = trio.Event()  # set once connected or failed for the first time
         self._client: Any = None
         self._calls: trio.Nursery | None = None
         self._lost = trio.Event()
@@ -191,6 +202,8 @@ class McpServer:
 
     def _set(self, status: Status, error: str | None = None) -> None:
         self.status, self.error = status, error
+        if status in ("connected", "failed"):
+            self.first_attempt.set()
         if error is not None:
             self.last_error = error
             log.warning("mcp server %s: %s", self.name, error)
@@ -233,7 +246,6 @@ class McpServer:
             stable = (time.time() - (self.connected_since or math.inf)) >= STABLE_AFTER
             self._client, self._calls, self.tools = None, None, []
             self.connected_since = None
-            self.first_attempt.set()
             if not self._restart_asked:
                 failures = 0 if stable else failures
                 delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
@@ -257,8 +269,8 @@ class McpServer:
                 connecting.deadline = trio.current_time() + self.config.timeout / 1000
                 try:
                     async with AsyncExitStack() as resources:
-                        transport, spawned = await self._transport(sdk, resources, readers, tail)
-                        await self._serve(sdk, transport, spawned, connecting)
+                        transport = await self._transport(resources, readers, tail)
+                        await self._serve(sdk, transport, connecting)
                 except Exception as exc:
                     failure = exc
             # A dead server's last stderr lines say why: read them (EOF once it is gone).
@@ -277,12 +289,9 @@ class McpServer:
         said = tail.text()
         self._set("failed", f"{reason}; stderr: {said}" if said else reason)
 
-    async def _serve(
-        self, sdk: Any, transport: Any, spawned: Any, connecting: trio.CancelScope
-    ) -> None:
+    async def _serve(self, sdk: Any, transport: Any, connecting: trio.CancelScope) -> None:
         info = sdk.types.Implementation(name="opencode", version=_version())
         async with sdk.Client(_watched(transport, self._lost), client_info=info) as client:
-            spawned()
             listed = await self._list_tools(client)
             connecting.deadline = math.inf
             tools, skipped = tools_from_listing(self.name, listed)
@@ -296,32 +305,31 @@ class McpServer:
                 calls.cancel_scope.cancel()
 
     async def _transport(
-        self, sdk: Any, resources: AsyncExitStack, readers: trio.Nursery, tail: StderrTail
-    ) -> tuple[Any, Any]:
-        """The SDK transport for this server, and what to call once it has started."""
+        self, resources: AsyncExitStack, readers: trio.Nursery, tail: StderrTail
+    ) -> Any:
+        """The transport (an async context manager) for this server."""
         if self.config.type == "remote":
             tail.closed.set()
             http = create_http_client(headers=dict(self.config.headers) or None)
             await resources.enter_async_context(http)
-            transport = streamable_http_client(self.config.url, http_client=http)
-            return transport, lambda: None
-        command, *args = self.config.command
-        params = sdk.StdioServerParameters(
-            command=command, args=args, env=dict(self.config.environment) or None
-        )
+            return streamable_http_client(self.config.url, http_client=http)
+        from mcp.client.stdio import get_default_environment
+
         read_fd, write_fd = os.pipe()
-        errlog = os.fdopen(write_fd, "w")
-        resources.callback(errlog.close)
         readers.start_soon(_read_stderr, read_fd, tail, self.name)
-        # Our copy of the pipe's write end is closed once the server runs, so the reader
-        # sees EOF when the server (and whatever inherited its stderr) is gone.
-        return sdk.stdio_client(params, errlog=errlog), errlog.close
+        env = get_default_environment() | dict(self.config.environment)
+        return stdio_transport(self.config.command, env, stderr=write_fd)
 
     async def _list_tools(self, client: Any) -> list[Any]:
+        from pydantic import ValidationError
+
         tools: list[Any] = []
         cursor = None
         for _ in range(MAX_PAGES):
-            page = await client.list_tools(cursor=cursor)
+            try:
+                page = await client.list_tools(cursor=cursor)
+            except ValidationError as exc:  # the SDK refuses the whole listing
+                raise BadListing(exc) from None
             tools += page.tools
             cursor = page.next_cursor
             if not cursor:
