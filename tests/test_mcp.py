@@ -8,6 +8,7 @@ written here for the failures (crash, hang, a bad schema, a child left behind).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -133,6 +134,41 @@ async def test_stdio_server_tool_runs_in_a_turn(
     assert echo["input_schema"]["properties"]["message"]["type"] == "string"
     assert "read" in offered_tools(fake)  # next to the built-in tools
     assert sent_results(fake, 1)[0]["content"] == "Echo: hi there"
+    await running.shutdown()
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+async def test_image_results_reach_the_model(
+    nursery: trio.Nursery, fake: FakeLLM, project_dir: Path, kind: str
+) -> None:
+    mcp = {"everything": {"type": "local", "command": everything_command()}}
+    config = provider_config(fake, kind, mcp=mcp, permission={"*": "allow"})
+    running = await start_daemon(nursery, short_tmp(), config)
+    fake.push(
+        Reply(tool_calls=[FakeToolCall("t1", "everything_get-tiny-image", {})]),
+        Reply(text=["a logo"]),
+    )
+    async with running.unix() as client:
+        await server_state(client, "everything", connected)
+        sid = await new_session(client, project_dir)
+        events = await run_turn(client, sid, "show me")
+    output = of_type(events, "tool-result")[0]["output"]
+    assert "[image image/png, about" in output  # the log and the stored message name it
+    sent = fake.requests[1].body["messages"]
+    if kind == "anthropic":
+        content = sent[-1]["content"][0]["content"]
+        assert content[0] == {"type": "text", "text": output}
+        image = next(part for part in content if part["type"] == "image")
+        assert image["source"]["type"] == "base64"
+        assert image["source"]["media_type"] == "image/png"
+        assert base64.b64decode(image["source"]["data"]).startswith(b"\x89PNG")
+    else:
+        tool_message, images = sent[-2], sent[-1]
+        assert tool_message["role"] == "tool" and tool_message["content"] == output
+        assert images["role"] == "user"
+        url = next(p for p in images["content"] if p["type"] == "image_url")["image_url"]["url"]
+        assert url.startswith("data:image/png;base64,")
+        assert base64.b64decode(url.split(",", 1)[1]).startswith(b"\x89PNG")
     await running.shutdown()
 
 

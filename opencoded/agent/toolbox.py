@@ -41,7 +41,8 @@ async def run(daemon: Daemon, name: str, args: object, ctx: ToolContext) -> Tool
     if name in TOOLS or daemon.mcp.find(name) is None:
         return await run_tool(name, args, ctx)
     result = await daemon.mcp.call(name, args)
-    return ToolOutput(cap_head(result.output, MAX_CHARS, MAX_LINES + NOTE_LINES), result.error)
+    text = cap_head(result.output, MAX_CHARS, MAX_LINES + NOTE_LINES)
+    return ToolOutput(text, result.error, result.images)
 
 
 @attrs.frozen

@@ -304,7 +304,7 @@ class AgentTurn:
             {"id": call.id, "tool": call.name, "output": output.output, "error": output.error},
         )
         await self._save()
-        return ToolResultBlock(call.id, output.output, is_error=output.error)
+        return ToolResultBlock(call.id, output.output, output.error, output.images)
 
     async def _ask(self, call: ToolCall) -> str:
         """Ask the user; returns once, always or reject. Cancellable (abort)."""

@@ -28,7 +28,7 @@ import trio
 
 from ..config import McpServerConfig
 from ..tools.base import ToolOutput
-from .convert import McpTool, result_text, tools_from_listing
+from .convert import McpTool, convert_result, tools_from_listing
 from .stdio import stdio_transport
 
 log = logging.getLogger(__name__)
@@ -382,8 +382,8 @@ class McpServer:
             log.info("mcp %s: %s failed", self.name, tool.remote, exc_info=True)
             message = f"MCP server {self.name!r}, tool {tool.remote!r}: {describe(exc)}"
             return ToolOutput(message, error=True)
-        text, is_error = result_text(result)
-        return ToolOutput(text, error=is_error)
+        text, is_error, images = convert_result(result)
+        return ToolOutput(text, is_error, images)
 
     async def restart(self, wait: float) -> None:
         """Drop the connection and connect again now; returns once that attempt settled

@@ -16,6 +16,9 @@ import attrs
 MAX_NAME = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 MAX_DESCRIPTION = 4000
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")  # what both APIs take
+MAX_IMAGE_BASE64 = 5 * 1024 * 1024 * 4 // 3  # Anthropic's 5 MB per image
+MAX_IMAGES = 8
 
 
 @attrs.frozen
@@ -63,13 +66,22 @@ def tools_from_listing(server: str, listed: list[Any]) -> tuple[list[McpTool], l
     return list(tools.values()), skipped
 
 
-def _block_text(block: Any) -> str:
+def _image(block: Any) -> tuple[str, str] | None:
+    """(media type, base64) of an image block the model APIs take, or None."""
+    if getattr(block, "type", None) != "image" or block.mime_type not in IMAGE_TYPES:
+        return None
+    if len(block.data) > MAX_IMAGE_BASE64:
+        return None
+    return block.mime_type, block.data
+
+
+def _block_text(block: Any, shown: bool) -> str:
     kind = getattr(block, "type", None)
     if kind == "text":
         return str(block.text)
     if kind in ("image", "audio"):
         size = len(block.data) * 3 // 4  # base64
-        return f"[{kind} {block.mime_type}, about {size} bytes: not shown]"
+        return f"[{kind} {block.mime_type}, about {size} bytes{'' if shown else ': not shown'}]"
     if kind == "resource_link":
         return f"[resource {block.name}: {block.uri}]"
     if kind == "resource":
@@ -81,9 +93,15 @@ def _block_text(block: Any) -> str:
     return f"[{kind} content]"
 
 
-def result_text(result: Any) -> tuple[str, bool]:
-    """(text for the model, is_error) of a CallToolResult."""
-    parts = [_block_text(block) for block in result.content or ()]
+def convert_result(result: Any) -> tuple[str, bool, tuple[tuple[str, str], ...]]:
+    """(text, is_error, images) of a CallToolResult. The text names every image; the
+    images (PNG, JPEG, GIF, WebP up to 5 MB, at most MAX_IMAGES) reach models that take them."""
+    parts, images = [], []
+    for block in result.content or ():
+        image = _image(block) if len(images) < MAX_IMAGES else None
+        if image is not None:
+            images.append(image)
+        parts.append(_block_text(block, shown=image is not None))
     if not parts and result.structured_content is not None:
         parts.append(json.dumps(result.structured_content, ensure_ascii=False))
-    return "\n".join(parts) or "(no output)", bool(result.is_error)
+    return "\n".join(parts) or "(no output)", bool(result.is_error), tuple(images)

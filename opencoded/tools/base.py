@@ -39,6 +39,8 @@ class ToolContext:
 class ToolOutput:
     output: str
     error: bool = False
+    # (media type, base64 data) of images for the model (MCP results); `output` names them too.
+    images: tuple[tuple[str, str], ...] = ()
 
 
 class Tool(Protocol):
