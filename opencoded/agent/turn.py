@@ -2,7 +2,7 @@
 
 The turn is a task in its session's nursery, inside its own cancel scope (see
 sessions.manager); nothing here knows about HTTP. It talks to the world through three
-things only: the provider (a stream of neutral events), the tools (`run_tool`) and the
+things only: the provider (a stream of neutral events), the tools (`toolbox`) and the
 session's event log plus the store. Every event is appended to the log, which stores it
 before any watcher sees it.
 
@@ -18,7 +18,6 @@ Whatever happens (success, provider failure, a bug, abort), the turn ends with e
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -41,14 +40,13 @@ from ..providers.base import (
     TextEnd,
     ToolCall,
     ToolResultBlock,
-    ToolSpec,
     ToolUseBlock,
     Usage,
 )
 from ..providers.retry import stream_with_retry
 from ..records import Message, PermissionRequest, Session, Turn, new_id, now
 from ..sessions import RunningTurn, SessionRuntime
-from ..tools import ToolOutput, tool_specs
+from ..tools import ToolOutput
 from . import toolbox
 from .context import conversation
 from .permissions import Waiter, agent_state, decide
@@ -95,12 +93,6 @@ class Totals:
         self.cost += cost
 
 
-@functools.cache
-def _tools() -> tuple[ToolSpec, ...]:
-    """The tools offered to the model (fixed for the life of the process)."""
-    return tuple(ToolSpec(n, d, s) for n, d, s in tool_specs())
-
-
 class StepLimitReached(Exception):
     """The model still wanted tools after agent.maxSteps steps."""
 
@@ -131,7 +123,6 @@ class AgentTurn:
         self.tool_ctx = toolbox.tool_context(
             daemon, runtime.log, runtime.id, root=root, bash_timeout=bash_timeout
         )
-        self.tools = _tools()
         spec = daemon.providers.specs.get(plan.provider_id)
         kind = spec.kind if spec is not None else "openai-compatible"
         self.price_provider = kind if kind != "openai-compatible" else None
