@@ -62,7 +62,7 @@ def test_mcp_lists_servers(daemon: DaemonProcess) -> None:
     res = run_cli("mcp", "--tools", env=daemon.env())
     assert res.returncode == 0, res.stderr
     rows = [line.split("\t") for line in res.stdout.splitlines() if "\t" in line]
-    assert ["flaky", "local", "connected", "5", ""] in rows
+    assert ["flaky", "local", "connected", "6", ""] in rows
     assert ["off", "local", "disabled", "0", ""] in rows
     assert "  flaky_echo  Echo the text back" in res.stdout.splitlines()
 

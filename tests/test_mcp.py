@@ -384,13 +384,13 @@ async def test_broken_servers_never_block_the_daemon_or_a_turn(
         assert listing["off"]["status"] == "disabled"
         flaky_state = await server_state(client, "flaky", connected)
         tools = [(t["name"], t["tool"]) for t in flaky_state["tools"]]
-        assert tools[-1] == ("flaky_dup_name", "dup.name")
-        assert [t for _, t in tools] == ["echo", "crash", "slow", "spawn", "dup.name"]
+        assert ("flaky_dup_name", "dup.name") in tools
+        assert [t for _, t in tools] == ["echo", "crash", "slow", "spawn", "dup.name", "grow"]
         assert flaky_state["skipped"] == [
             "dup_name: its name 'flaky_dup_name' clashes with 'dup.name'"
         ]
         bad = await server_state(client, "badschema", lambda s: s["status"] == "failed")
-        assert bad["error"].startswith("invalid tools/list answer: tools.6.inputSchema.type:")
+        assert bad["error"].startswith("invalid tools/list answer: tools.7.inputSchema.type:")
         hangs = await server_state(client, "hangs", lambda s: s["status"] == "failed")
         assert hangs["error"] == "no answer within 0.5 s" and hangs["tools"] == []
         missing = await server_state(client, "missing", lambda s: s["status"] == "failed")
@@ -405,6 +405,32 @@ async def test_broken_servers_never_block_the_daemon_or_a_turn(
     offered = offered_tools(fake)
     assert "flaky_echo" in offered and "flaky_dup_name" in offered
     assert not any(name.startswith(("badschema_", "hangs_", "missing_")) for name in offered)
+    await running.shutdown()
+
+
+async def test_changed_tool_list_is_read_again(
+    nursery: trio.Nursery, fake: FakeLLM, project_dir: Path
+) -> None:
+    running = await mcp_daemon(nursery, fake, {"flaky": flaky()}, permission={"*": "allow"})
+    fake.push(
+        Reply(tool_calls=[FakeToolCall("t1", "flaky_grow", {})]),
+        Reply(text=["grown"]),
+        Reply(tool_calls=[FakeToolCall("t2", "flaky_extra", {})]),
+        Reply(text=["done"]),
+    )
+    async with running.unix() as client:
+        before = await server_state(client, "flaky", connected)
+        assert "flaky_extra" not in [t["name"] for t in before["tools"]]
+        sid = await new_session(client, project_dir)
+        await run_turn(client, sid, "grow")
+        after = await server_state(
+            client, "flaky", lambda s: "flaky_extra" in [t["name"] for t in s["tools"]]
+        )
+        assert after["restarts"] == 0  # the same connection
+        events = await run_turn(client, sid, "use it")
+    assert "flaky_extra" not in offered_tools(fake, 0)
+    assert "flaky_extra" in offered_tools(fake, 2)
+    assert of_type(events, "tool-result")[0]["output"] == "extra works"
     await running.shutdown()
 
 

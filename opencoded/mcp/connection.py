@@ -149,6 +149,18 @@ class BadListing(Exception):
         super().__init__(f"invalid tools/list answer: {where}: {first['msg']}")
 
 
+async def _either(first: trio.Event, second: trio.Event) -> None:
+    """Return once either event is set."""
+    async with trio.open_nursery() as nursery:
+
+        async def wait(event: trio.Event) -> None:
+            await event.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(wait, first)
+        nursery.start_soon(wait, second)
+
+
 def _leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
@@ -193,6 +205,7 @@ class McpServer:
         self._client: Any = None
         self._calls: trio.Nursery | None = None
         self._lost = trio.Event()
+        self._relist = trio.Event()  # the server said its tool list changed
         self._wake = trio.Event()
         self._restart_asked = False
         self._attempt = 0
@@ -235,7 +248,7 @@ class McpServer:
         failures = 0
         while True:
             self._attempt += 1
-            self._lost, self._wake = trio.Event(), trio.Event()
+            self._lost, self._wake, self._relist = trio.Event(), trio.Event(), trio.Event()
             self.retry_at = None
             self._set("starting")
             try:
@@ -291,18 +304,40 @@ class McpServer:
 
     async def _serve(self, sdk: Any, transport: Any, connecting: trio.CancelScope) -> None:
         info = sdk.types.Implementation(name="opencode", version=_version())
-        async with sdk.Client(_watched(transport, self._lost), client_info=info) as client:
+        client_cm = sdk.Client(
+            _watched(transport, self._lost), client_info=info, message_handler=self._on_message
+        )
+        async with client_cm as client:
             listed = await self._list_tools(client)
             connecting.deadline = math.inf
-            tools, skipped = tools_from_listing(self.name, listed)
+            self.tools, self.skipped = tools_from_listing(self.name, listed)
             async with trio.open_nursery() as calls:
                 self._client, self._calls = client, calls
-                self.tools, self.skipped = tools, skipped
                 self.connected_since = time.time()
                 self._set("connected")
-                await self._lost.wait()
+                while not self._lost.is_set():
+                    await _either(self._lost, self._relist)
+                    if not self._lost.is_set():
+                        await self._refresh_tools(client)
                 self._client, self._calls = None, None
                 calls.cancel_scope.cancel()
+
+    async def _on_message(self, message: Any) -> None:
+        """Notifications from the server: a changed tool list is read again."""
+        if getattr(message, "method", None) == "notifications/tools/list_changed":
+            self._relist.set()
+
+    async def _refresh_tools(self, client: Any) -> None:
+        self._relist = trio.Event()
+        try:
+            with trio.fail_after(self.config.timeout / 1000):
+                listed = await self._list_tools(client)
+        except Exception as exc:  # keep the tools we have; a lost connection is seen anyway
+            self.last_error = f"listing the changed tools failed: {describe(exc)}"
+            log.warning("mcp server %s: %s", self.name, self.last_error)
+            return
+        self.tools, self.skipped = tools_from_listing(self.name, listed)
+        self._notify()
 
     async def _transport(
         self, resources: AsyncExitStack, readers: trio.Nursery, tail: StderrTail
@@ -327,7 +362,7 @@ class McpServer:
         cursor = None
         for _ in range(MAX_PAGES):
             try:
-                page = await client.list_tools(cursor=cursor)
+                page = await client.list_tools(cursor=cursor, cache_mode="refresh")
             except ValidationError as exc:  # the SDK refuses the whole listing
                 raise BadListing(exc) from None
             tools += page.tools

@@ -4,7 +4,8 @@ Tools: `echo {text}`; `crash` (exits at once, saying why on stderr); `slow` (nev
 answers); `spawn` (starts a `sleep` child and answers its pid; the server exits on stdin
 EOF and leaves the child behind); `dup.name` and `dup_name` (one name once made safe for
 the model APIs). `--bad-schema` adds a tool whose input schema is not an object;
-`--hang` never answers the handshake. Each start appends its pid to the file named by
+`--hang` never answers the handshake. `grow` adds a tool `extra` and says the tool list
+changed (notifications/tools/list_changed). Each start appends its pid to the file named by
 $FLAKY_PIDS, if set.
 """
 
@@ -31,7 +32,9 @@ TOOLS = [
     {"name": "spawn", "description": "Start a child process", "inputSchema": {"type": "object"}},
     {"name": "dup.name", "description": "One", "inputSchema": {"type": "object"}},
     {"name": "dup_name", "description": "Two", "inputSchema": {"type": "object"}},
+    {"name": "grow", "description": "Add a tool", "inputSchema": {"type": "object"}},
 ]
+EXTRA = {"name": "extra", "description": "Added later", "inputSchema": {"type": "object"}}
 BAD_TOOL = {"name": "bad_schema", "description": "Broken", "inputSchema": {"type": "string"}}
 
 
@@ -53,6 +56,12 @@ def call(name: str, args: dict) -> dict | None:
         os._exit(3)
     if name == "slow":
         return None  # never answered
+    if name == "grow":
+        TOOLS.append(EXTRA)
+        send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+        return text_result("grown")
+    if name == "extra":
+        return text_result("extra works")
     if name == "spawn":
         child = subprocess.Popen(["sleep", "600"])
         return text_result(str(child.pid))
