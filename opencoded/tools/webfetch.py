@@ -49,8 +49,8 @@ def public_address(ip: str) -> bool:
     return address.is_global and not address.is_multicast
 
 
-async def resolve(host: str, port: int, allow_private: bool) -> str:
-    """The address to connect to: every address of `host` must be public (unless allowed)."""
+async def resolve(host: str, port: int, allow_private: bool) -> list[str]:
+    """The addresses to connect to: every address of `host` must be public (unless allowed)."""
     try:
         infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -65,7 +65,7 @@ async def resolve(host: str, port: int, allow_private: bool) -> str:
                 f"refused: {host} resolves to a non-public address ({refused[0]}); "
                 'config "webfetch": {"allowPrivate": true} allows it'
             )
-    return addresses[0]
+    return addresses
 
 
 def _target(url: str) -> httpx.URL:
@@ -83,17 +83,23 @@ def _target(url: str) -> httpx.URL:
 async def _request(
     client: httpx.AsyncClient, url: httpx.URL, settings: WebfetchConfig
 ) -> httpx.Response:
-    """Send the GET to a checked address of url's host; the response is still streaming."""
+    """Send the GET to a checked address of url's host (the next one if it cannot be
+    reached); the response is still streaming."""
     port = url.port or (443 if url.scheme == "https" else 80)
-    ip = await resolve(url.host, port, settings.allow_private)
-    host_header = url.netloc.decode("ascii")
-    request = client.build_request(
-        "GET",
-        url.copy_with(host=ip),
-        headers={"Host": host_header},
-        extensions={"sni_hostname": url.host},
-    )
-    return await client.send(request, stream=True)
+    addresses = await resolve(url.host, port, settings.allow_private)
+    for ip in addresses:
+        request = client.build_request(
+            "GET",
+            url.copy_with(host=ip),
+            headers={"Host": url.netloc.decode("ascii")},
+            extensions={"sni_hostname": url.host},
+        )
+        try:
+            return await client.send(request, stream=True)
+        except httpx.ConnectError:
+            if ip == addresses[-1]:
+                raise
+    raise AssertionError("unreachable")  # resolve() returns at least one address
 
 
 async def _body(response: httpx.Response, limit: int) -> bytes:
