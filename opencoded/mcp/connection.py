@@ -352,8 +352,10 @@ class McpServer:
 
         read_fd, write_fd = os.pipe()
         readers.start_soon(_read_stderr, read_fd, tail, self.name)
+        stderr = os.fdopen(write_fd, "wb")
+        resources.callback(stderr.close)  # if the transport never ran (closing twice is fine)
         env = get_default_environment() | dict(self.config.environment)
-        return stdio_transport(self.config.command, env, stderr=write_fd)
+        return stdio_transport(self.config.command, env, stderr=stderr)
 
     async def _list_tools(self, client: Any) -> list[Any]:
         from pydantic import ValidationError

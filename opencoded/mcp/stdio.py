@@ -17,7 +17,7 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 import trio
@@ -99,13 +99,13 @@ async def _pump_in(process: trio.Process, source: Any, reader_sink: Any) -> None
 async def stdio_transport(
     argv: Sequence[str],
     env: Mapping[str, str],
-    stderr: int,
+    stderr: BinaryIO,
     cwd: str | None = None,
 ) -> AsyncIterator[tuple[Any, Any]]:
     """Spawn the server; yield (read, write) streams for the SDK's Client; stop its tree.
 
-    Takes `stderr` (a pipe's write end) and closes it once the server runs, so that the
-    pipe's reader sees EOF when the server and all that inherited it are gone.
+    Closes `stderr` (a pipe's write end) once the server runs, so that the pipe's reader
+    sees EOF when the server and all that inherited it are gone.
     """
     import mcp_types
     from mcp.shared.message import SessionMessage
@@ -121,7 +121,7 @@ async def stdio_transport(
             start_new_session=True,
         )
     finally:
-        os.close(stderr)
+        stderr.close()
     to_client, read = anyio.create_memory_object_stream[Any](0)
     write, from_client = anyio.create_memory_object_stream[Any](0)
     try:
