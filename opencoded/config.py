@@ -7,6 +7,7 @@ hypercorn way: one config object, no globals). JSON keys follow the contract's c
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -138,7 +139,23 @@ class Config:
         return Path(self.server.socket) if self.server.socket else paths.socket_path()
 
     def permission_for(self, tool: str) -> str:
-        return self.permission.get(tool, DEFAULT_PERMISSIONS.get(tool, "ask"))
+        action = permission_lookup(self.permission, tool)
+        return action if action is not None else DEFAULT_PERMISSIONS.get(tool, "ask")
+
+
+@functools.lru_cache(maxsize=512)
+def _permission_pattern(key: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in key.split("*")), re.DOTALL)
+
+
+def permission_lookup(table: Mapping[str, str], tool: str) -> str | None:
+    """The action a `permission` map sets for `tool`, or None. Keys are tool names where `*`
+    matches any run of characters; the exact name wins, then the longest matching pattern."""
+    action = table.get(tool)
+    if action not in ("allow", "ask", "deny"):
+        patterns = [key for key in table if "*" in key and _permission_pattern(key).fullmatch(tool)]
+        action = table[max(patterns, key=len)] if patterns else None
+    return action if action in ("allow", "ask", "deny") else None
 
 
 def _camel(cls: type, **renames: str) -> None:

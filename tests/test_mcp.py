@@ -495,3 +495,16 @@ def test_mcp_config_is_checked(tmp_path: Path, servers: dict[str, Any], message:
     with pytest.raises(ConfigError) as caught:
         load_config(path, env={})
     assert message in str(caught.value)
+
+
+def test_permission_patterns() -> None:
+    from opencoded.config import permission_lookup
+
+    table = {"*": "ask", "everything_*": "allow", "everything_get-*": "deny", "a.b": "allow"}
+    assert permission_lookup(table, "everything_echo") == "allow"
+    assert permission_lookup(table, "everything_get-sum") == "deny"  # the longest pattern
+    assert permission_lookup(table, "bash") == "ask"
+    assert permission_lookup({"bash": "deny", "*": "allow"}, "bash") == "deny"  # exact first
+    assert permission_lookup(table, "axb") == "ask"  # "." is not a regex
+    assert permission_lookup({"x*": "allow"}, "x") == "allow"  # `*` matches nothing too
+    assert permission_lookup({"x*": "allow"}, "yx") is None

@@ -2,9 +2,9 @@
 
 Decision order for a tool: the session's own `permission` map (which also holds what the
 user answered `always` to), then the config's `permission` section, then the contract's
-defaults (reading tools allow; write, edit, bash, webfetch and MCP tools ask). In each map
-a key is a tool name in which `*` matches any run of characters (`"everything_*"`); the
-exact name wins over patterns, and of several matching patterns the longest wins.
+defaults (reading tools allow; write, edit, bash, webfetch and MCP tools ask). In both maps
+a key is a tool name in which `*` matches any run of characters (`"everything_*"`); see
+config.permission_lookup.
 
 A pending request lives in two places: in storage (so `GET /sessions/:id/permissions` lists
 it and it survives for inspection) and in memory as a `Waiter` the turn sleeps on. Only the
@@ -14,8 +14,6 @@ cannot resume anything, so answering it is a 404 like an unknown id.
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Mapping
 from typing import Literal
 from weakref import WeakKeyDictionary
@@ -23,7 +21,7 @@ from weakref import WeakKeyDictionary
 import attrs
 import trio
 
-from ..config import DEFAULT_PERMISSIONS, Config
+from ..config import Config, permission_lookup
 from ..daemon import Daemon
 
 Action = Literal["allow", "ask", "deny"]
@@ -31,31 +29,12 @@ Response = Literal["once", "always", "reject"]
 RESPONSES: tuple[str, ...] = ("once", "always", "reject")
 
 
-@functools.lru_cache(maxsize=512)
-def _pattern(key: str) -> re.Pattern[str]:
-    return re.compile(".*".join(re.escape(part) for part in key.split("*")), re.DOTALL)
-
-
-def lookup(table: Mapping[str, str], tool: str) -> str | None:
-    """The action `table` sets for `tool`: its exact key, else the longest matching pattern."""
-    action = table.get(tool)
-    if action in ("allow", "ask", "deny"):
-        return action
-    matches = [key for key in table if "*" in key and _pattern(key).fullmatch(tool)]
-    if matches:
-        action = table[max(matches, key=len)]
-        if action in ("allow", "ask", "deny"):
-            return action
-    return None
-
-
 def decide(tool: str, session_permission: Mapping[str, str], config: Config) -> str:
     """allow, ask or deny for one tool call."""
-    for table in (session_permission, config.permission):
-        action = lookup(table, tool)
-        if action is not None:
-            return action
-    return DEFAULT_PERMISSIONS.get(tool, "ask")
+    action = permission_lookup(session_permission, tool)
+    if action is not None:
+        return action
+    return config.permission_for(tool)
 
 
 @attrs.define(eq=False)
