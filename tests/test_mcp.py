@@ -364,6 +364,28 @@ async def test_crashed_server_is_restarted_and_reported(
     await running.shutdown()
 
 
+async def test_a_call_that_hangs_times_out(
+    nursery: trio.Nursery, fake: FakeLLM, project_dir: Path
+) -> None:
+    mcp = {"flaky": flaky(toolTimeout=300)}
+    running = await mcp_daemon(nursery, fake, mcp, permission={"flaky_*": "allow"})
+    fake.push(
+        Reply(tool_calls=[FakeToolCall("t1", "flaky_slow", {})]),
+        Reply(tool_calls=[FakeToolCall("t2", "flaky_echo", {"text": "fine"})]),
+        Reply(text=["ok"]),
+    )
+    async with running.unix() as client:
+        await server_state(client, "flaky", connected)
+        sid = await new_session(client, project_dir)
+        events = await run_turn(client, sid, "slow")
+        assert (await server_state(client, "flaky"))["restarts"] == 0
+    slow, echo = of_type(events, "tool-result")
+    assert slow["error"] is True and "gave no result within 0.3 s" in slow["output"]
+    assert echo["output"] == "flaky says: fine"
+    assert events[-1]["data"]["status"] == "completed"
+    await running.shutdown()
+
+
 async def test_broken_servers_never_block_the_daemon_or_a_turn(
     nursery: trio.Nursery, fake: FakeLLM, project_dir: Path
 ) -> None:
