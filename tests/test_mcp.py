@@ -502,6 +502,22 @@ async def test_shutdown_stops_the_server_and_what_it_started(
             await trio.sleep(0.02)
 
 
+async def test_a_stubborn_server_is_killed_at_shutdown(
+    nursery: trio.Nursery, fake: FakeLLM
+) -> None:
+    pids = short_tmp() / "pids"
+    mcp = {"stubborn": flaky("--stubborn", environment={"FLAKY_PIDS": str(pids)})}
+    running = await mcp_daemon(nursery, fake, mcp)
+    async with running.unix() as client:
+        await server_state(client, "stubborn", connected)
+    server = int(pids.read_text().split()[0])
+    started = time.monotonic()
+    await running.shutdown()
+    # stdin closed, 1 s; SIGTERM (ignored), 1 s; SIGKILL: within the contract's 5 s exit.
+    assert time.monotonic() - started < 5.0
+    assert process_gone(server)
+
+
 @pytest.mark.parametrize(
     ("servers", "message"),
     [

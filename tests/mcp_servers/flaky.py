@@ -3,16 +3,17 @@
 Tools: `echo {text}`; `crash` (exits at once, saying why on stderr); `slow` (never
 answers); `spawn` (starts a `sleep` child and answers its pid; the server exits on stdin
 EOF and leaves the child behind); `dup.name` and `dup_name` (one name once made safe for
-the model APIs). `--bad-schema` adds a tool whose input schema is not an object;
-`--hang` never answers the handshake. `grow` adds a tool `extra` and says the tool list
-changed (notifications/tools/list_changed). Each start appends its pid to the file named by
-$FLAKY_PIDS, if set.
+the model APIs); `grow` adds a tool `extra` and says the tool list changed
+(notifications/tools/list_changed). `--bad-schema` adds a tool whose input schema is not
+an object; `--hang` never answers the handshake; `--stubborn` ignores SIGTERM and stays
+after stdin EOF. Each start appends its pid to the file named by $FLAKY_PIDS, if set.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -73,6 +74,8 @@ def main() -> None:
         with open(os.environ["FLAKY_PIDS"], "a") as f:
             f.write(f"{os.getpid()}\n")
     hang = "--hang" in sys.argv
+    if "--stubborn" in sys.argv:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for line in sys.stdin:
         request = json.loads(line)
         method, rid = request.get("method"), request.get("id")
@@ -99,7 +102,7 @@ def main() -> None:
             send({"jsonrpc": "2.0", "id": rid, "error": error})
             continue
         send({"jsonrpc": "2.0", "id": rid, "result": result})
-    time.sleep(0.05)
+    time.sleep(3600 if "--stubborn" in sys.argv else 0.05)
 
 
 if __name__ == "__main__":
