@@ -19,6 +19,7 @@ import importlib
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -47,6 +48,8 @@ _sdk_lock = trio.Lock()
 async def load_sdk() -> Any:
     """The `mcp` package, imported in a worker thread (a second of CPU) the first time."""
     async with _sdk_lock:
+        if "mcp" in sys.modules:
+            return sys.modules["mcp"]
         return await trio.to_thread.run_sync(importlib.import_module, "mcp")
 
 
