@@ -162,6 +162,9 @@ class AsyncSessions(_Resource):
     async def abort(self, session_id: str) -> bool:
         return await self._client._call(r.session_abort(session_id))
 
+    async def todo(self, session_id: str) -> list[dict[str, Any]]:
+        return await self._client._call(r.session_todo(session_id))
+
     async def messages(self, session_id: str) -> list[Message]:
         return await self._client._call(r.session_messages(session_id))
 
@@ -292,6 +295,12 @@ class AsyncClient:
 
     async def models(self) -> list[Model]:
         return await self._call(r.models())
+
+    async def mcp_servers(self) -> list[dict[str, Any]]:
+        return await self._call(r.mcp_list())
+
+    async def mcp_restart(self, name: str) -> dict[str, Any]:
+        return await self._call(r.mcp_restart(name))
 
     async def aclose(self) -> None:
         await self._transport.aclose()

@@ -175,6 +175,10 @@ class Sessions(_Resource):
         """Cancel the running turn; False when none was running."""
         return self._client._call(r.session_abort(session_id))
 
+    def todo(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's task list (kept by the agent's todo tools)."""
+        return self._client._call(r.session_todo(session_id))
+
     def messages(self, session_id: str) -> list[Message]:
         return self._client._call(r.session_messages(session_id))
 
@@ -323,6 +327,14 @@ class Client:
 
     def models(self) -> list[Model]:
         return self._call(r.models())
+
+    def mcp_servers(self) -> list[dict[str, Any]]:
+        """The MCP servers: status, error and tools."""
+        return self._call(r.mcp_list())
+
+    def mcp_restart(self, name: str) -> dict[str, Any]:
+        """Reconnect one MCP server; its new state once connected or failed."""
+        return self._call(r.mcp_restart(name))
 
     def close(self) -> None:
         self._transport.close()

@@ -170,6 +170,20 @@ def file_read(project_id: str, path: str) -> Call:
     )
 
 
+def session_todo(session_id: str) -> Call:
+    """The session's task list: [{content, status}] (plain dicts)."""
+    return Call("GET", f"/sessions/{_seg(session_id)}/todo")
+
+
+def mcp_list() -> Call:
+    """The MCP servers, as the daemon describes them (plain dicts; see docs/api.md)."""
+    return Call("GET", "/mcp")
+
+
+def mcp_restart(name: str) -> Call:
+    return Call("POST", f"/mcp/{_seg(name)}/restart")
+
+
 def decode(call: Call, body: bytes) -> Any:
     """Decode a 2xx answer for ``call``: an empty body (204) is None."""
     if call.text:

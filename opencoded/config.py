@@ -7,8 +7,10 @@ hypercorn way: one config object, no globals). JSON keys follow the contract's c
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -29,8 +31,12 @@ DEFAULT_PERMISSIONS: dict[str, str] = {
     "write": "ask",
     "edit": "ask",
     "bash": "ask",
+    "webfetch": "ask",
+    "todowrite": "allow",
+    "todoread": "allow",
 }
 MAX_BODY_BYTES = 10 * 1024 * 1024
+MCP_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 class ConfigError(Exception):
@@ -100,6 +106,41 @@ class SandboxConfig:
     allow_broad_roots: bool = False  # allow "/", $HOME... as session/project directories
 
 
+# TypeErrors worded "expected ...": the wire converter passes those messages on as they are.
+def _check_mcp_server(server: McpServerConfig, _attr: Any, _value: Any) -> None:
+    if server.type == "local" and not server.command:
+        raise TypeError('expected "command" (a non-empty array) for a "local" server')
+    if server.type == "remote" and not (server.url or "").startswith(("http://", "https://")):
+        raise TypeError('expected "url" (http:// or https://) for a "remote" server')
+
+
+@attrs.frozen
+class McpServerConfig:
+    """One MCP server, in the shape OpenCode users write (see opencoded.mcp)."""
+
+    type: Literal["local", "remote"] = attrs.field(validator=_check_mcp_server)
+    command: list[str] = attrs.Factory(list)
+    environment: dict[str, str] = attrs.Factory(dict)
+    url: str | None = None
+    headers: dict[str, str] = attrs.Factory(dict)
+    enabled: bool = True
+    timeout: int = 30_000  # ms, for connecting and listing tools (OpenCode's unit)
+    tool_timeout: int = 600_000  # ms, for one tool call
+
+
+def _check_mcp_names(_config: Any, _attr: Any, servers: dict[str, McpServerConfig]) -> None:
+    for name in servers:
+        if not MCP_NAME.fullmatch(name):
+            raise TypeError(f"expected a name of letters, digits, - and _ (1-32), got {name!r}")
+
+
+@attrs.frozen
+class WebfetchConfig:
+    allow_private: bool = False
+    max_bytes: int = 5 * 1024 * 1024
+    timeout: float = 30.0  # seconds
+
+
 @attrs.frozen
 class Config:
     server: ServerConfig = attrs.Factory(ServerConfig)
@@ -109,6 +150,8 @@ class Config:
     retention: RetentionConfig = attrs.Factory(RetentionConfig)
     agent: AgentConfig = attrs.Factory(AgentConfig)
     sandbox: SandboxConfig = attrs.Factory(SandboxConfig)
+    mcp: dict[str, McpServerConfig] = attrs.field(factory=dict, validator=_check_mcp_names)
+    webfetch: WebfetchConfig = attrs.Factory(WebfetchConfig)
     data_dir: str | None = None
     log_level: str = "info"
 
@@ -121,7 +164,23 @@ class Config:
         return Path(self.server.socket) if self.server.socket else paths.socket_path()
 
     def permission_for(self, tool: str) -> str:
-        return self.permission.get(tool, DEFAULT_PERMISSIONS.get(tool, "ask"))
+        action = permission_lookup(self.permission, tool)
+        return action if action is not None else DEFAULT_PERMISSIONS.get(tool, "ask")
+
+
+@functools.lru_cache(maxsize=512)
+def _permission_pattern(key: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in key.split("*")), re.DOTALL)
+
+
+def permission_lookup(table: Mapping[str, str], tool: str) -> str | None:
+    """The action a `permission` map sets for `tool`, or None. Keys are tool names where `*`
+    matches any run of characters; the exact name wins, then the longest matching pattern."""
+    action = table.get(tool)
+    if action not in ("allow", "ask", "deny"):
+        patterns = [key for key in table if "*" in key and _permission_pattern(key).fullmatch(tool)]
+        action = table[max(patterns, key=len)] if patterns else None
+    return action if action in ("allow", "ask", "deny") else None
 
 
 def _camel(cls: type, **renames: str) -> None:
@@ -144,6 +203,8 @@ _camel(
     stream_idle_timeout="streamIdleTimeout",
 )
 _camel(SandboxConfig, allow_broad_roots="allowBroadRoots", hide_credentials="hideCredentials")
+_camel(McpServerConfig, tool_timeout="toolTimeout")
+_camel(WebfetchConfig, allow_private="allowPrivate", max_bytes="maxBytes")
 _camel(Config, data_dir="dataDir", log_level="logLevel")
 
 

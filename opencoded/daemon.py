@@ -13,6 +13,7 @@ import attrs
 import trio
 
 from .config import Config
+from .mcp import McpManager
 from .sessions import SessionManager
 from .storage import Store
 
@@ -45,6 +46,10 @@ class Daemon:
     stopping: trio.Event = attrs.Factory(trio.Event)
     workdir: Path = attrs.Factory(Path.cwd)
     app: Any = None  # the ASGI app serving this daemon, set once it is built
+    # MCP servers as tool sources; run by server._run_background until shutdown.
+    mcp: McpManager = attrs.field(
+        default=attrs.Factory(lambda self: McpManager(self.config.mcp), takes_self=True)
+    )
 
     @property
     def uptime(self) -> float:

@@ -253,6 +253,7 @@ async def _run_background(daemon: Daemon, *, task_status: trio.TaskStatus) -> No
         async with trio.open_nursery() as nursery:
             nursery.start_soon(retention.run, daemon)
             nursery.start_soon(_discover_models, daemon)
+            nursery.start_soon(daemon.mcp.run)  # MCP servers, stopped with the rest
             interval = systemd.watchdog_interval()
             if interval is not None:
                 nursery.start_soon(systemd.watchdog, interval, daemon.store.ping)

@@ -83,8 +83,9 @@ async def await_until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
 # ---- registry and argument checking -------------------------------------------------
 
 
-def test_registry_has_the_seven_tools_with_schemas() -> None:
+def test_registry_has_the_built_in_tools_with_schemas() -> None:
     names = ["read", "write", "edit", "list", "glob", "grep", "bash"]
+    names += ["webfetch", "todowrite", "todoread"]
     assert list(TOOLS) == names
     specs = tool_specs()
     assert [s[0] for s in specs] == names

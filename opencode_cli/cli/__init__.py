@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from . import daemon, info, projects, send, serve, sessions, tui
+from . import daemon, info, mcp, projects, send, serve, sessions, tui
 
 app = typer.Typer(
     name="opencode",
@@ -36,6 +36,7 @@ _COMMAND_MODULES = (
     projects,
     tui,
     daemon,
+    mcp,
 )
 
 for _module in _COMMAND_MODULES:

@@ -24,7 +24,9 @@ _KEY_ARG = {
     "list": "path",
     "glob": "pattern",
     "grep": "pattern",
+    "webfetch": "url",
 }
+_TODO_MARKS = {"pending": "[ ]", "in_progress": "[~]", "completed": "[x]"}
 
 Ask = Callable[[Event], str]
 
@@ -90,6 +92,10 @@ class TextRenderer:
         elif ev.type == "tool-result" and data.get("error"):
             first = (str(data.get("output") or "").strip().splitlines() or ["failed"])[0]
             self.note(paint(f"  ✗ {data.get('tool', '')}: {first[:200]}", "red", self.e))
+        elif ev.type == "todo":  # the session's task list changed: show it whole
+            for item in data.get("todos") or []:
+                mark = _TODO_MARKS.get(item.get("status"), "[?]")
+                self.note(paint(f"  {mark} {item.get('content', '')}", "dim", self.e))
         elif ev.type == "error":
             label = paint("error:", "bold red", self.e)
             self.note(f"{label} {data.get('message', '')} ({data.get('code', '?')})")

@@ -2,7 +2,9 @@
 
 Decision order for a tool: the session's own `permission` map (which also holds what the
 user answered `always` to), then the config's `permission` section, then the contract's
-defaults (reading tools allow; write, edit, bash ask).
+defaults (reading tools allow; write, edit, bash, webfetch and MCP tools ask). In both maps
+a key is a tool name in which `*` matches any run of characters (`"everything_*"`); see
+config.permission_lookup.
 
 A pending request lives in two places: in storage (so `GET /sessions/:id/permissions` lists
 it and it survives for inspection) and in memory as a `Waiter` the turn sleeps on. Only the
@@ -19,7 +21,7 @@ from weakref import WeakKeyDictionary
 import attrs
 import trio
 
-from ..config import Config
+from ..config import Config, permission_lookup
 from ..daemon import Daemon
 
 Action = Literal["allow", "ask", "deny"]
@@ -29,8 +31,8 @@ RESPONSES: tuple[str, ...] = ("once", "always", "reject")
 
 def decide(tool: str, session_permission: Mapping[str, str], config: Config) -> str:
     """allow, ask or deny for one tool call."""
-    action = session_permission.get(tool)
-    if action in ("allow", "ask", "deny"):
+    action = permission_lookup(session_permission, tool)
+    if action is not None:
         return action
     return config.permission_for(tool)
 

@@ -2,7 +2,7 @@
 
 The turn is a task in its session's nursery, inside its own cancel scope (see
 sessions.manager); nothing here knows about HTTP. It talks to the world through three
-things only: the provider (a stream of neutral events), the tools (`run_tool`) and the
+things only: the provider (a stream of neutral events), the tools (`toolbox`) and the
 session's event log plus the store. Every event is appended to the log, which stores it
 before any watcher sees it.
 
@@ -18,7 +18,6 @@ Whatever happens (success, provider failure, a bug, abort), the turn ends with e
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -41,7 +40,6 @@ from ..providers.base import (
     TextEnd,
     ToolCall,
     ToolResultBlock,
-    ToolSpec,
     ToolUseBlock,
     Usage,
 )
@@ -49,8 +47,9 @@ from ..providers.retry import stream_with_retry
 from ..records import Event, Message, PermissionRequest, Session, Turn, new_id, now
 from ..sessions import RunningTurn, SessionRuntime
 from ..storage import StoreError
-from ..tools import TOOLS, ToolContext, ToolOutput, run_tool, tool_specs
+from ..tools import ToolOutput
 from ..tools.sandbox import jail_for
+from . import toolbox
 from .context import conversation
 from .permissions import Waiter, agent_state, decide
 from .prompt import system_prompt
@@ -96,12 +95,6 @@ class Totals:
         self.cost += cost
 
 
-@functools.cache
-def _tools() -> tuple[ToolSpec, ...]:
-    """The tools offered to the model (fixed for the life of the process)."""
-    return tuple(ToolSpec(n, d, s) for n, d, s in tool_specs())
-
-
 class StepLimitReached(Exception):
     """The model still wanted tools after agent.maxSteps steps."""
 
@@ -130,12 +123,15 @@ class AgentTurn:
         self.lost_at_start = runtime.log.lost
         self.runtime = runtime
         root = Path(plan.session.directory).resolve()
-        self.tool_ctx = ToolContext(
+        bash_timeout = daemon.config.agent.bash_timeout
+        self.tool_ctx = toolbox.tool_context(
+            daemon,
+            runtime.log,
+            runtime.id,
             root=root,
-            bash_timeout=daemon.config.agent.bash_timeout,
+            bash_timeout=bash_timeout,
             jail=jail_for(daemon.config, daemon.endpoints.unix),
         )
-        self.tools = _tools()
         spec = daemon.providers.specs.get(plan.provider_id)
         kind = spec.kind if spec is not None else "openai-compatible"
         self.price_provider = kind if kind != "openai-compatible" else None
@@ -181,7 +177,7 @@ class AgentTurn:
                 model=self.plan.model,
                 system=system,
                 messages=tuple(messages),
-                tools=self.tools,
+                tools=await toolbox.offered(self.daemon),
                 max_tokens=self.daemon.config.agent.max_tokens,
             )
             text, calls = await self._step(provider, request)
@@ -299,7 +295,7 @@ class AgentTurn:
             raw = str(call.input[INVALID_INPUT_KEY])[:2000]
             output = ToolOutput(BAD_INPUT.format(tool=call.name, raw=raw), error=True)
             return await self._finish_tool(call, output, "error")
-        if call.name in TOOLS:
+        if toolbox.known(self.daemon, call.name):
             action = decide(call.name, self.permission, self.daemon.config)
             if action == "deny":
                 output = ToolOutput(DENIED.format(tool=call.name), error=True)
@@ -309,7 +305,7 @@ class AgentTurn:
                 return await self._finish_tool(call, output, "rejected")
         part["status"] = "running"
         await self._save()
-        output = await run_tool(call.name, call.input, self.tool_ctx)
+        output = await toolbox.run(self.daemon, call.name, call.input, self.tool_ctx)
         return await self._finish_tool(call, output, "error" if output.error else "completed")
 
     async def _finish_tool(
@@ -322,7 +318,7 @@ class AgentTurn:
             {"id": call.id, "tool": call.name, "output": output.output, "error": output.error},
         )
         await self._save()
-        return ToolResultBlock(call.id, output.output, is_error=output.error)
+        return ToolResultBlock(call.id, output.output, output.error, output.images)
 
     async def _ask(self, call: ToolCall) -> str:
         """Ask the user; returns once, always or reject. Cancellable (abort)."""

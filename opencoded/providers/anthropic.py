@@ -50,10 +50,16 @@ def _block(block: TextBlock | ToolUseBlock | ToolResultBlock) -> dict[str, Any]:
         return {"type": "text", "text": block.text}
     if isinstance(block, ToolUseBlock):
         return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+    content: str | list[dict[str, Any]] = block.content
+    if block.images:
+        content = [{"type": "text", "text": block.content}] + [
+            {"type": "image", "source": {"type": "base64", "media_type": kind, "data": data}}
+            for kind, data in block.images
+        ]
     return {
         "type": "tool_result",
         "tool_use_id": block.tool_use_id,
-        "content": block.content,
+        "content": content,
         "is_error": block.is_error,
     }
 

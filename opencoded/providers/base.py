@@ -32,6 +32,9 @@ class ToolResultBlock:
     tool_use_id: str
     content: str
     is_error: bool = False
+    # (media type, base64 data): images for models that take them (sent in this turn only;
+    # the stored conversation keeps the text, which names them)
+    images: tuple[tuple[str, str], ...] = ()
 
 
 Block = TextBlock | ToolUseBlock | ToolResultBlock

@@ -66,7 +66,7 @@ def _assistant(message: ChatMessage) -> list[dict[str, Any]]:
     return [out]
 
 
-def _user(message: ChatMessage) -> list[dict[str, Any]]:
+def _user(message: ChatMessage, *, images: bool) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [
         {
             "role": "tool",
@@ -76,10 +76,24 @@ def _user(message: ChatMessage) -> list[dict[str, Any]]:
         for b in message.content
         if isinstance(b, ToolResultBlock)
     ]
+    if images:  # a tool message holds text only: the images follow as a user message
+        out += _tool_images(message)
     text = "\n".join(b.text for b in message.content if isinstance(b, TextBlock) and b.text)
     if text:
         out.append({"role": "user", "content": text})
     return out
+
+
+def _tool_images(message: ChatMessage) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for b in message.content:
+        if isinstance(b, ToolResultBlock) and b.images:
+            parts.append({"type": "text", "text": f"Images returned by tool call {b.tool_use_id}:"})
+            parts += [
+                {"type": "image_url", "image_url": {"url": f"data:{kind};base64,{data}"}}
+                for kind, data in b.images
+            ]
+    return [{"role": "user", "content": parts}] if parts else []
 
 
 def build_params(request: ChatRequest, *, official: bool) -> dict[str, Any]:
@@ -88,7 +102,8 @@ def build_params(request: ChatRequest, *, official: bool) -> dict[str, Any]:
     if request.system:
         messages.append({"role": "system", "content": request.system})
     for m in request.messages:
-        messages += _assistant(m) if m.role == "assistant" else _user(m)
+        # Images only to OpenAI itself: other compatible servers may not take them.
+        messages += _assistant(m) if m.role == "assistant" else _user(m, images=official)
     params: dict[str, Any] = {
         "model": request.model,
         "messages": messages,

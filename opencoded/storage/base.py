@@ -86,3 +86,7 @@ class Backend(Protocol):
 
     async def vacuum(self) -> None:
         """Give freed pages back to the file system (incrementally where possible)."""
+
+    # the task list (todo tools): derived from the event log, no table of its own
+    async def last_event(self, session_id: str, type: str) -> Event | None:
+        """The session's latest stored event of this type, or None."""

@@ -310,6 +310,19 @@ class SQLiteBackend:
 
         await trio.to_thread.run_sync(run)
 
+    # ---- the task list (todo tools) ------------------------------------------------
+
+    async def last_event(self, session_id: str, type: str) -> Event | None:
+        # Walks the session's events backwards on the primary key: a task list is
+        # written often, so the match is near the end.
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT * FROM events WHERE session_id = ? AND type = ? ORDER BY seq DESC LIMIT 1",
+                (session_id, type),
+            ).fetchone()
+        )
+        return Event(row[0], row[1], row[2], json.loads(row[3]), row[4]) if row else None
+
 
 @asynccontextmanager
 async def SQLiteStore(path: Path) -> AsyncIterator[Store]:

@@ -269,6 +269,9 @@ class Store:
     async def pending_permissions(self, session_id: str) -> list[PermissionRequest]:
         return await self.backend.pending_permissions(session_id)
 
+    async def last_event(self, session_id: str, type: str) -> Event | None:
+        return await self.backend.last_event(session_id, type)
+
     async def vacuum(self) -> None:
         await self.backend.vacuum()
 

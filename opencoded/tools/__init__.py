@@ -17,6 +17,8 @@ from opencoded.tools.output import MAX_CHARS, MAX_LINES, NOTE_LINES, cap_head
 from opencoded.tools.paths import PathEscapeError, relative_parts
 from opencoded.tools.schema import validate_args
 from opencoded.tools.search import GlobTool, GrepTool
+from opencoded.tools.todo import TodoReadTool, TodoWriteTool
+from opencoded.tools.webfetch import WebfetchTool
 
 __all__ = [
     "MAX_CHARS",
@@ -44,6 +46,9 @@ TOOLS: dict[str, Tool] = {
         GlobTool(),
         GrepTool(),
         BashTool(),
+        WebfetchTool(),
+        TodoWriteTool(),
+        TodoReadTool(),
     )
 }
 

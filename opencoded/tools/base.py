@@ -17,6 +17,9 @@ import attrs
 if TYPE_CHECKING:
     from opencoded.tools.sandbox import Jail
 
+    from ..config import WebfetchConfig
+    from .todo import TodoBoard
+
 
 class ToolError(Exception):
     """A failure the model should read (bad argument, missing file, path escape...)."""
@@ -33,12 +36,17 @@ class ToolContext:
     # and when it is gone, so the daemon can record it. Called in the Trio thread.
     on_spawn: Callable[[int], None] | None = None
     on_exit: Callable[[int], None] | None = None
+    # The session-level tools: webfetch's settings, the session's task list (todo.py).
+    webfetch: WebfetchConfig | None = None
+    todos: TodoBoard | None = None
 
 
 @attrs.frozen
 class ToolOutput:
     output: str
     error: bool = False
+    # (media type, base64 data) of images for the model (MCP results); `output` names them too.
+    images: tuple[tuple[str, str], ...] = ()
 
 
 class Tool(Protocol):

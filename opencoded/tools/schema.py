@@ -2,8 +2,9 @@
 
 Models get arguments wrong (a missing key, a number as a string); the check turns that into
 a message naming the field, which the model can act on, instead of a crash deep in a tool.
-Only the JSON Schema subset our tools use is supported: an object of scalar properties with
-`type`, `required`, `minimum`/`maximum` and `additionalProperties: false`.
+Only the JSON Schema subset our tools use is supported: an object of properties with
+`type`, `required`, `minimum`/`maximum` and `additionalProperties: false` (arrays and
+objects are checked for their type only; a tool checks their items itself).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from opencoded.tools.base import ToolError
 
 _TYPE_NAMES = {"string": "a string", "integer": "an integer", "number": "a number",
-               "boolean": "a boolean"}  # fmt: skip
+               "boolean": "a boolean", "array": "an array", "object": "an object"}  # fmt: skip
 
 
 def _coerce(field: str, value: Any, spec: dict[str, Any]) -> Any:
@@ -23,6 +24,8 @@ def _coerce(field: str, value: Any, spec: dict[str, Any]) -> Any:
         "boolean": isinstance(value, bool),
         "integer": isinstance(value, int) and not isinstance(value, bool),
         "number": isinstance(value, int | float) and not isinstance(value, bool),
+        "array": isinstance(value, list),
+        "object": isinstance(value, dict),
     }.get(kind, True)
     if kind == "integer" and isinstance(value, float) and value.is_integer():
         value, ok = int(value), True  # some models send 10.0 for 10

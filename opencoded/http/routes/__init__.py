@@ -14,6 +14,7 @@ MODULES = [
     "catalog",
     "maintenance",
     "streams",
+    "mcp",
     "openapi",
 ]
 

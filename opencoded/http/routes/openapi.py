@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import copy
 import importlib
+from collections.abc import Iterable
 from typing import Any
 
 from quart import Response, jsonify
 from quart_trio import QuartTrio
 
 from ... import __version__
+from ..app import get_daemon
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -352,15 +354,16 @@ OPENAPI_PATHS["/projects/{project_id}/files/content"]["get"]["responses"]["200"]
 ] = {}
 
 
-def document() -> dict[str, Any]:
-    from ...tools import TOOLS
+def document(mcp_servers: Iterable[str] = ()) -> dict[str, Any]:
     from . import MODULES
+    from .sessions import permission_key_pattern
 
     paths: dict[str, dict[str, Any]] = {}
     schemas = copy.deepcopy(SCHEMAS)
-    # Permission keys are the tool registry's names, whatever tools it holds today.
+    # Permission keys: the tool registry's names, whatever tools it holds today, the
+    # configured MCP servers' tools, and patterns.
     permission = schemas["SessionCreate"]["properties"]["permission"]
-    permission["propertyNames"] = {"enum": sorted(TOOLS)}
+    permission["propertyNames"] = {"pattern": permission_key_pattern(mcp_servers)}
     for name in MODULES:
         module = importlib.import_module(f"{__package__}.{name}")
         for path, operations in getattr(module, "OPENAPI_PATHS", {}).items():
@@ -380,7 +383,7 @@ def document() -> dict[str, Any]:
 
 
 async def openapi() -> Response:
-    return jsonify(document())
+    return jsonify(document(get_daemon().config.mcp))
 
 
 def register(app: QuartTrio) -> None:

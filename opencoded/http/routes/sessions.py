@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -79,18 +81,24 @@ def _split_model(body: SessionCreate) -> tuple[str | None, str | None]:
     return provider, model
 
 
-def tool_names() -> set[str]:
-    """The tools a permission map may name: whatever the tool registry holds."""
-    return set(TOOLS)
+def permission_key_pattern(mcp_servers: Iterable[str]) -> str:
+    """What a permission key may be (contract section 8): a built-in tool, a tool of a
+    configured MCP server (`NAME_TOOL`), or a pattern where `*` matches any run."""
+    alternatives = [re.escape(name) for name in sorted(TOOLS)]
+    alternatives += [re.escape(server) + "_.+" for server in sorted(mcp_servers)]
+    alternatives.append(r".*\*.*")
+    return "^(" + "|".join(alternatives) + ")$"
 
 
 def _check_permission(permission: dict[str, str]) -> None:
     """Keys are tool names: a typo (`"Bash"`) would otherwise silently leave `ask` in force."""
-    known = tool_names()
+    servers = get_daemon().config.mcp
+    pattern = re.compile(permission_key_pattern(servers))
     for name in permission:
-        if name not in known:
+        if not pattern.fullmatch(name):
+            known = [*sorted(TOOLS), *(f"{s}_*" for s in sorted(servers))]
             raise InvalidRequest(
-                f"permission names an unknown tool {name!r}; tools: {', '.join(sorted(known))}",
+                f"permission names an unknown tool {name!r}; tools: {', '.join(known)}",
                 {"field": f"permission.{name}"},
             )
 
