@@ -329,13 +329,14 @@ export class OpenCodeClient {
   }
 
   /** `GET /events`: session-level notices (`session.created`, `session.deleted`,
-   * `session.status`) as they happen; reconnects after a drop. */
-  async *events({ signal } = {}) {
-    yield* this._sse('events', {}, { signal, resume: false })
+   * `session.status`) as they happen; reconnects after a drop. `onOpen` is called each time a
+   * connection is established: notices from then on are delivered. */
+  async *events({ signal, onOpen } = {}) {
+    yield* this._sse('events', {}, { signal, onOpen, resume: false })
   }
 
   /** Follow an SSE route; on a drop reconnect with `after` = the last seq seen. */
-  async *_sse(name, params, { after, signal, untilComplete = false, resume = true }) {
+  async *_sse(name, params, { after, signal, onOpen, untilComplete = false, resume = true }) {
     let last = after
     let failingSince
     let delay = 100
@@ -350,6 +351,7 @@ export class OpenCodeClient {
         })
         failingSince = undefined
         delay = 100
+        onOpen?.()
         for await (const ev of parseSse(lines(response.body), (ms) => (retryMs = ms))) {
           if (resume && ev.seq !== undefined) {
             if (last !== undefined && ev.seq <= last) continue
@@ -446,11 +448,13 @@ class Sessions extends Resource {
 
   /** The session's event log over Server-Sent Events, from after `after` (default: live).
    * After a drop it reconnects with `after` = the last seq seen: no gap, no duplicate. With
-   * `untilComplete` it ends after the next `complete` event. */
-  events(sessionId, { after, signal, untilComplete = false } = {}) {
+   * `untilComplete` it ends after the next `complete` event. `onOpen` is called each time a
+   * connection is established (live events from then on are delivered). */
+  events(sessionId, { after, signal, onOpen, untilComplete = false } = {}) {
     return this._client._sse('sessions.events', { session_id: sessionId }, {
       after,
       signal,
+      onOpen,
       untilComplete,
     })
   }
@@ -580,6 +584,7 @@ export class SessionStream {
           }
           yield ev
         }
+        if (this._signal?.aborted) throw abortError(this._signal)
         if (this._closed) return
         const { code, reason } = conn.closeInfo()
         if (code === 4404) return // the session was deleted
