@@ -19,13 +19,16 @@ export function connectWebSocket(module, options, { signal } = {}) {
     'Sec-WebSocket-Key': key,
   }
   return new Promise((resolve, reject) => {
-    const req = module.request({ ...options, headers, signal })
+    // Its own connection, never a pooled one: after a refused handshake the connection must
+    // not carry another request (the server still treats it as the WebSocket's).
+    const req = module.request({ ...options, headers, signal, agent: false })
     req.once('error', reject)
     req.once('response', (res) => {
       const parts = []
       res.on('data', (c) => parts.push(c))
       res.on('end', () => {
         const text = Buffer.concat(parts).toString('utf8')
+        req.destroy()
         reject(errorFromBody(res.statusCode, text, res.headers['retry-after']))
       })
       res.on('error', reject)

@@ -1,0 +1,43 @@
+"""The TypeScript SDK (sdk/typescript, ``@opencode/client``): its Node test suite against a real
+daemon (TCP with the token, and the Unix socket) whose provider is the fake LLM."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tests.client_tools import SDK, Rig, need_node, open_rig, run_checked
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[Rig]:
+    yield from open_rig()
+
+
+@pytest.mark.timeout(240)
+def test_node_suite_passes(rig: Rig) -> None:
+    node = need_node()
+    files = sorted(str(p.relative_to(SDK)) for p in (SDK / "test").glob("*.test.js"))
+    assert len(files) >= 2
+    # One file at a time: the tests share the fake LLM's reply queue.
+    output = run_checked(
+        [node, "--test", "--test-concurrency=1", *files], env=rig.env(), cwd=SDK, timeout=200
+    )
+    assert "# fail 0" in output, output
+    assert "# pass 0" not in output, output
+
+
+def test_package_is_installable_as_is() -> None:
+    """`npm install <folder>` needs nothing built: what package.json names exists."""
+    package = json.loads((SDK / "package.json").read_text())
+    assert package["name"] == "@opencode/client"
+    assert package["type"] == "module"
+    assert "scripts" not in package or "prepare" not in package["scripts"]
+    targets = [package["main"], package["types"]]
+    for entry in package["exports"].values():
+        targets += entry.values() if isinstance(entry, dict) else [entry]
+    for target in targets:
+        assert (SDK / target).is_file(), target
+    assert not package.get("dependencies"), "the SDK has no runtime dependencies"
