@@ -62,7 +62,7 @@ class Rig:
     workdir: Path
 
     def env(self, **extra: str) -> dict[str, str]:
-        """The variables the Node and Neovim test suites read (see sdk/typescript/test/support.js)."""
+        """What the Node and Neovim test suites read (see sdk/typescript/test/support.js)."""
         return self.daemon.env(
             OPENCODE_TEST_URL=self.daemon.tcp_url,
             OPENCODE_TEST_TOKEN=self.daemon.token,
