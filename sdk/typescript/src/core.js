@@ -436,8 +436,8 @@ class Sessions extends Resource {
     }
   }
 
-  /** Start a turn without waiting for it (202 `{message_id, seq}`); follow it with events()
-   * or stream() from `seq - 1`. */
+  /** Start a turn without waiting for it (202 `{message_id, seq}`); follow exactly this turn
+   * with events() or stream() with `after: seq`. */
   submit(sessionId, options = {}) {
     return this._client._json('sessions.message', {
       params: { session_id: sessionId },
