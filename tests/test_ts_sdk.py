@@ -4,6 +4,7 @@ daemon (TCP with the token, and the Unix socket) whose provider is the fake LLM.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -41,3 +42,17 @@ def test_package_is_installable_as_is() -> None:
     for target in targets:
         assert (SDK / target).is_file(), target
     assert not package.get("dependencies"), "the SDK has no runtime dependencies"
+
+
+@pytest.mark.timeout(120)
+def test_types_compile() -> None:
+    """index.d.ts is valid TypeScript and types the documented uses (and refuses wrong ones):
+    test/types/usage.ts compiled by the pinned compiler (`npm ci` in sdk/typescript)."""
+    node = need_node()
+    tsc = SDK / "node_modules" / "typescript" / "bin" / "tsc"
+    if not tsc.is_file():
+        message = "no TypeScript compiler: run `npm ci` in sdk/typescript (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    run_checked([node, str(tsc), "-p", "test/types"], env=dict(os.environ), cwd=SDK, timeout=100)
