@@ -41,12 +41,17 @@ def need_tool(name: str, why: str) -> str:
     return path
 
 
+def node_major(node: str) -> int:
+    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout
+    match = re.match(r"v(\d+)", version)
+    return int(match.group(1)) if match else 0
+
+
 def need_node() -> str:
     node = need_tool("node", "the TypeScript SDK tests run under Node")
-    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout
-    major = int(re.match(r"v(\d+)", version).group(1)) if version.startswith("v") else 0
+    major = node_major(node)
     if major < 20:
-        message = f"Node {version.strip()} is too old: the SDK needs Node 20 or later"
+        message = f"Node {major} is too old: the SDK needs Node 20 or later"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

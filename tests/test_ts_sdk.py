@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.client_tools import SDK, Rig, need_node, open_rig, run_checked
+from tests.client_tools import SDK, Rig, need_node, node_major, open_rig, run_checked
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +22,14 @@ def test_node_suite_passes(rig: Rig) -> None:
     node = need_node()
     files = sorted(str(p.relative_to(SDK)) for p in (SDK / "test").glob("*.test.js"))
     assert len(files) >= 2
-    # One file at a time: the tests share the fake LLM's reply queue.
+    # One file at a time: the tests share the fake LLM's reply queue. Node 20 has a global
+    # WebSocket (the browser entry's) only behind a flag; 22 has it by default.
+    flags = ["--experimental-websocket"] if node_major(node) == 20 else []
     output = run_checked(
-        [node, "--test", "--test-concurrency=1", *files], env=rig.env(), cwd=SDK, timeout=200
+        [node, *flags, "--test", "--test-concurrency=1", *files],
+        env=rig.env(),
+        cwd=SDK,
+        timeout=200,
     )
     assert "# fail 0" in output, output
     assert "# pass 0" not in output, output

@@ -1,7 +1,7 @@
 // Browser entry point: fetch and the global WebSocket. A browser cannot reach the Unix socket
 // and cannot set headers on a WebSocket, so the token goes as `?token=` on the stream routes
 // (the daemon accepts it there only) and as a Bearer header everywhere else.
-import { OpenCodeClient as Client, OpenCodeError } from './core.js'
+import { OpenCodeClient as Client, errorFromBody, OpenCodeError } from './core.js'
 
 function resolve(url, token) {
   const chosen = (url || '').trim()
@@ -80,14 +80,24 @@ function websocket(endpoint, { path, signal }) {
       queue.push(typeof e.data === 'string' ? e.data : new TextDecoder().decode(e.data))
       wake()
     }
-    ws.onclose = (e) => {
-      closed = { code: e.code, reason: e.reason }
+    let opened = false
+    let failing = false
+    const fail = () => {
+      if (opened || failing) return
+      failing = true
+      refused(endpoint, path, signal).then(reject, reject)
+    }
+    const end = (code, reason) => {
+      closed ??= { code, reason }
       signal?.removeEventListener('abort', onAbort)
       wake()
-      // A browser does not show why a handshake failed: a close before open is a refusal.
-      reject(new OpenCodeError(`WebSocket refused (${e.code})`, { code: 'CONNECT_ERROR' }))
+      fail()
     }
-    ws.onopen = () =>
+    ws.onclose = (e) => end(e.code, e.reason)
+    // Some implementations (Node 20's) report a refused handshake or a drop with `error` only.
+    ws.onerror = () => end(1006, '')
+    ws.onopen = () => {
+      opened = true
       resolvePromise({
         async *messages() {
           while (true) {
@@ -100,7 +110,27 @@ function websocket(endpoint, { path, signal }) {
         close: (code = 1000) => ws.close(code),
         closeInfo: () => closed ?? { code: 1006, reason: '' },
       })
+    }
   })
+}
+
+/** Why a handshake failed: a browser does not show the answer, so ask the session itself. An
+ * API error (unknown session, bad token) is final; otherwise the daemon was unreachable. */
+async function refused(endpoint, path, signal) {
+  const sessionPath = path.replace(/\/stream(\?.*)?$/, '')
+  try {
+    const response = await request(endpoint, {
+      method: 'GET',
+      path: sessionPath,
+      headers: { Accept: 'application/json' },
+      signal,
+    })
+    const text = await response.text()
+    if (response.status >= 400) return errorFromBody(response.status, text)
+  } catch (error) {
+    if (signal?.aborted) return signal.reason
+  }
+  return new OpenCodeError('WebSocket connection failed', { code: 'CONNECT_ERROR' })
 }
 
 /** See core.js; this one uses fetch and the global WebSocket. */

@@ -337,3 +337,25 @@ test('the browser entry (fetch) works over TCP with the token', async () => {
   assert.equal(error.code, 'SESSION_NOT_FOUND')
   assert.throws(() => new BrowserClient('unix:///x.sock'), OpenCodeError)
 })
+
+// Node 22 has a global WebSocket; on Node 20 tests/test_ts_sdk.py passes --experimental-websocket.
+test(
+  'the browser entry: the global WebSocket with ?token=, and a refusal is the API error',
+  { skip: globalThis.WebSocket ? false : 'no global WebSocket in this Node' },
+  async () => {
+    const client = new BrowserClient(env.url, { token: env.token })
+    await push({ text: ['over ', 'ws'] })
+    const session = await client.sessions.create({ directory: env.dir })
+    const stream = client.sessions.stream(session.id, { after: 0 })
+    await stream.opened()
+    await stream.message('hi')
+    const events = await collectUntil(stream, (ev) => ev.type === 'complete')
+    assert.deepEqual(seqs(events), range(1, events.length))
+    const text = events.filter((e) => e.type === 'text-delta').map((e) => e.data.text)
+    assert.equal(text.join(''), 'over ws')
+    const refused = await collectUntil(client.sessions.stream('session_nope'), () => true).catch(
+      (e) => e,
+    )
+    assert.equal(refused.code, 'SESSION_NOT_FOUND')
+  },
+)
