@@ -112,3 +112,21 @@ def test_javascript_snippet(rig: Rig) -> None:
         assert rig.fake.requests()[-1]["body"]["model"] == "claude-3-5-sonnet"
     finally:
         rmtree(Path(project))
+
+
+def test_opencode_is_the_same_client_and_cheap_to_import() -> None:
+    import opencode
+    import opencode_cli
+
+    assert opencode.Client is opencode_cli.Client
+    assert opencode.AsyncClient is opencode_cli.AsyncClient
+    assert opencode.SessionNotFoundError is opencode_cli.SessionNotFoundError
+    assert set(opencode.__all__) == set(opencode_cli.__all__)
+    with pytest.raises(AttributeError):
+        _ = opencode.Nope  # type: ignore[attr-defined]
+    probe = (
+        "import opencode, sys; "
+        "print(sorted(m for m in ('httpx', 'opencode_cli._client') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
