@@ -36,6 +36,14 @@ export interface PruneRequest {
   older_than_days: number
 }
 
+export interface RevertRequest {
+  message_id: string
+}
+
+export interface ForkRequest {
+  message_id?: string
+}
+
 // ---- answers -----------------------------------------------------------------------------------
 
 export interface TextPart {
@@ -184,6 +192,8 @@ export interface Route {
   path: string
   query?: readonly string[]
   body?: readonly string[]
+  /** The index.d.ts interface of the body. */
+  type?: string
 }
 
 /** Every route the SDK calls, by SDK method name. */
@@ -203,10 +213,13 @@ export declare class OpenCodeClient {
   readonly permissions: Permissions
   readonly projects: Projects
   readonly files: Files
+  readonly mcp: Mcp
   health(options?: Signal): Promise<Health>
   openapi(options?: Signal): Promise<Record<string, unknown>>
   providers(options?: Signal): Promise<Provider[]>
   models(options?: Signal): Promise<Model[]>
+  /** `GET /metrics`: Prometheus text. */
+  metrics(options?: Signal): Promise<string>
   /** `GET /events`: session-level notices as they happen; reconnects after a drop. */
   events(options?: Signal & { onOpen?: () => void }): AsyncGenerator<Notice, void, undefined>
 }
@@ -233,6 +246,23 @@ export interface Sessions {
   ): AsyncGenerator<Event, void, undefined>
   /** The WebSocket: events out, commands in; reconnects after a drop with `after=SEQ`. */
   stream(sessionId: string, options?: { after?: number } & Signal): SessionStream
+  /** Summarise the history to free context. */
+  compact(sessionId: string, options?: Signal): Promise<Record<string, unknown>>
+  /** The session's changes as a unified diff (one turn's with `turn`). */
+  diff(sessionId: string, options?: { turn?: string } & Signal): Promise<string>
+  /** Undo the file changes from `messageId` on. */
+  revert(sessionId: string, options: { messageId: string } & Signal): Promise<Record<string, unknown>>
+  /** Redo what the last revert undid. */
+  unrevert(sessionId: string, options?: Signal): Promise<Record<string, unknown>>
+  /** A new session with this one's history (up to `messageId`). */
+  fork(sessionId: string, options?: { messageId?: string } & Signal): Promise<Session>
+  todo(sessionId: string, options?: Signal): Promise<unknown>
+}
+
+export interface Mcp {
+  /** The configured MCP servers and their state. */
+  list(options?: Signal): Promise<unknown>
+  restart(name: string, options?: Signal): Promise<unknown>
 }
 
 export interface Permissions {

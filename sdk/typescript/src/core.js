@@ -1,8 +1,9 @@
 // The client itself, free of any platform API: the Node and browser entry points hand it a
 // "platform" (how to resolve the endpoint, make an HTTP request, open a WebSocket).
 
-/** Every route the SDK calls: method, path, query parameters and body fields. A test compares
- * this table with the daemon's /openapi.json, so a route change that forgets the SDK fails. */
+/** Every route the SDK calls: method, path, query parameters, body fields and the index.d.ts
+ * interface of the body. A test compares this table with the daemon's /openapi.json, so a route
+ * change that forgets the SDK fails. */
 export const ROUTES = Object.freeze({
   health: { method: 'GET', path: '/health' },
   openapi: { method: 'GET', path: '/openapi.json' },
@@ -10,15 +11,22 @@ export const ROUTES = Object.freeze({
     method: 'POST',
     path: '/sessions',
     body: ['provider', 'model', 'project', 'directory', 'title', 'permission'],
+    type: 'SessionCreate',
   },
   'sessions.list': { method: 'GET', path: '/sessions', query: ['limit', 'before', 'project'] },
   'sessions.get': { method: 'GET', path: '/sessions/{session_id}' },
   'sessions.delete': { method: 'DELETE', path: '/sessions/{session_id}' },
-  'sessions.prune': { method: 'POST', path: '/sessions/prune', body: ['older_than_days'] },
+  'sessions.prune': {
+    method: 'POST',
+    path: '/sessions/prune',
+    body: ['older_than_days'],
+    type: 'PruneRequest',
+  },
   'sessions.message': {
     method: 'POST',
     path: '/sessions/{session_id}/messages',
     body: ['parts', 'async'],
+    type: 'MessageCreate',
   },
   'sessions.messages': { method: 'GET', path: '/sessions/{session_id}/messages' },
   'sessions.abort': { method: 'POST', path: '/sessions/{session_id}/abort' },
@@ -29,16 +37,42 @@ export const ROUTES = Object.freeze({
     method: 'POST',
     path: '/sessions/{session_id}/permissions/{permission_id}',
     body: ['response'],
+    type: 'PermissionAnswer',
   },
   events: { method: 'GET', path: '/events' },
   providers: { method: 'GET', path: '/providers' },
   models: { method: 'GET', path: '/models' },
   'projects.list': { method: 'GET', path: '/projects' },
-  'projects.create': { method: 'POST', path: '/projects', body: ['name', 'path'] },
+  'projects.create': {
+    method: 'POST',
+    path: '/projects',
+    body: ['name', 'path'],
+    type: 'ProjectCreate',
+  },
   'projects.get': { method: 'GET', path: '/projects/{project_id}' },
   'projects.delete': { method: 'DELETE', path: '/projects/{project_id}' },
   'files.list': { method: 'GET', path: '/projects/{project_id}/files', query: ['path'] },
   'files.read': { method: 'GET', path: '/projects/{project_id}/files/content', query: ['path'] },
+  // The contract's second round (section 8): compaction, changes, fork, todo, MCP, metrics.
+  'sessions.compact': { method: 'POST', path: '/sessions/{session_id}/compact' },
+  'sessions.diff': { method: 'GET', path: '/sessions/{session_id}/diff', query: ['turn'] },
+  'sessions.revert': {
+    method: 'POST',
+    path: '/sessions/{session_id}/revert',
+    body: ['message_id'],
+    type: 'RevertRequest',
+  },
+  'sessions.unrevert': { method: 'POST', path: '/sessions/{session_id}/unrevert' },
+  'sessions.fork': {
+    method: 'POST',
+    path: '/sessions/{session_id}/fork',
+    body: ['message_id'],
+    type: 'ForkRequest',
+  },
+  'sessions.todo': { method: 'GET', path: '/sessions/{session_id}/todo' },
+  'mcp.list': { method: 'GET', path: '/mcp' },
+  'mcp.restart': { method: 'POST', path: '/mcp/{name}/restart' },
+  metrics: { method: 'GET', path: '/metrics' },
 })
 
 const BY_STATUS = {
@@ -266,6 +300,7 @@ export class OpenCodeClient {
     this.permissions = new Permissions(this)
     this.projects = new Projects(this)
     this.files = new Files(this)
+    this.mcp = new Mcp(this)
   }
 
   /** Where this client talks to: `unix:///path` or the base URL. */
@@ -312,6 +347,11 @@ export class OpenCodeClient {
     }
   }
 
+  async _text(name, options) {
+    const response = await this._open(name, { ...options, accept: 'text/plain' })
+    return response.text()
+  }
+
   health({ signal } = {}) {
     return this._json('health', { signal })
   }
@@ -326,6 +366,11 @@ export class OpenCodeClient {
 
   models({ signal } = {}) {
     return this._json('models', { signal })
+  }
+
+  /** `GET /metrics`: Prometheus text. */
+  metrics({ signal } = {}) {
+    return this._text('metrics', { signal })
   }
 
   /** `GET /events`: session-level notices (`session.created`, `session.deleted`,
@@ -459,6 +504,57 @@ class Sessions extends Resource {
     })
   }
 
+  /** `POST /sessions/:id/compact`: summarise the history to free context. */
+  compact(sessionId, { signal } = {}) {
+    return this._client._json('sessions.compact', {
+      params: { session_id: sessionId },
+      body: {},
+      signal,
+    })
+  }
+
+  /** The session's changes as a unified diff (one turn's with `turn`). */
+  diff(sessionId, { turn, signal } = {}) {
+    return this._client._text('sessions.diff', {
+      params: { session_id: sessionId },
+      query: { turn },
+      signal,
+    })
+  }
+
+  /** Undo the file changes from `messageId` on. */
+  revert(sessionId, { messageId, signal } = {}) {
+    return this._client._json('sessions.revert', {
+      params: { session_id: sessionId },
+      body: { message_id: messageId },
+      signal,
+    })
+  }
+
+  /** Redo what the last revert undid. */
+  unrevert(sessionId, { signal } = {}) {
+    return this._client._json('sessions.unrevert', {
+      params: { session_id: sessionId },
+      body: {},
+      signal,
+    })
+  }
+
+  /** A new session with this one's history (up to `messageId` when given). */
+  fork(sessionId, { messageId, signal } = {}) {
+    const body = messageId === undefined ? {} : { message_id: messageId }
+    return this._client._json('sessions.fork', {
+      params: { session_id: sessionId },
+      body,
+      signal,
+    })
+  }
+
+  /** The session's todo list. */
+  todo(sessionId, { signal } = {}) {
+    return this._client._json('sessions.todo', { params: { session_id: sessionId }, signal })
+  }
+
   /** The WebSocket: events out (`{type, seq, data}`), commands in (message, abort,
    * permission). Reconnects after a drop with `after` = the last seq seen. */
   stream(sessionId, { after, signal } = {}) {
@@ -527,6 +623,17 @@ class Files extends Resource {
       accept: 'text/plain',
     })
     return response.text()
+  }
+}
+
+class Mcp extends Resource {
+  /** The configured MCP servers and their state. */
+  list({ signal } = {}) {
+    return this._client._json('mcp.list', { signal })
+  }
+
+  restart(name, { signal } = {}) {
+    return this._client._json('mcp.restart', { params: { name }, body: {}, signal })
   }
 }
 

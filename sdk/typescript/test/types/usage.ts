@@ -54,7 +54,16 @@ const files = await client.files.list(project.id, { path: 'src' })
 const text: string = await client.files.read(project.id, files[0].name)
 for await (const notice of client.events({ onOpen: () => {} })) console.log(notice.data.session_id)
 const route: string = ROUTES['sessions.create'].path
-console.log(aborted, providers, models, text, route)
+const diff: string = await client.sessions.diff(one.id, { turn: 'turn_x' })
+const forked: Session = await client.sessions.fork(one.id, { messageId: 'msg_x' })
+await client.sessions.revert(one.id, { messageId: 'msg_x' })
+await client.sessions.unrevert(one.id)
+await client.sessions.compact(one.id)
+await client.sessions.todo(one.id)
+await client.mcp.list()
+await client.mcp.restart('everything')
+const metrics: string = await client.metrics()
+console.log(aborted, providers, models, text, route, diff, forked, metrics)
 
 try {
   await client.health()
