@@ -26,7 +26,7 @@ def test_node_suite_passes(rig: Rig) -> None:
     # WebSocket (the browser entry's) only behind a flag; 22 has it by default.
     flags = ["--experimental-websocket"] if node_major(node) == 20 else []
     output = run_checked(
-        [node, *flags, "--test", "--test-concurrency=1", *files],
+        [node, *flags, "--test", "--test-concurrency=1", "--test-timeout=60000", *files],
         env=rig.env(),
         cwd=SDK,
         timeout=200,

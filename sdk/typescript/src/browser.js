@@ -109,6 +109,7 @@ function websocket(endpoint, { path, signal }) {
         send: (text) => ws.send(text),
         close: (code = 1000) => ws.close(code),
         closeInfo: () => closed ?? { code: 1006, reason: '' },
+        isClosed: () => closed !== undefined,
       })
     }
   })

@@ -718,9 +718,14 @@ export class SessionStream {
     }
   }
 
-  /** Send one raw command frame (waits for the connection). */
+  /** Send one raw command frame (waits for the connection; opens a new one, after the last
+   * seq, when the current one has dropped). */
   async send(frame) {
-    const conn = await this._connection()
+    let conn = await this._connection()
+    if (conn.isClosed()) {
+      if (this._conn && (await this._conn.catch(() => undefined)) === conn) this._conn = undefined
+      conn = await this._connection()
+    }
     conn.send(JSON.stringify(frame))
   }
 

@@ -192,4 +192,8 @@ class Connection {
   closeInfo() {
     return this._close ?? { code: 1006, reason: '' }
   }
+
+  isClosed() {
+    return this._close !== undefined
+  }
 }

@@ -272,6 +272,33 @@ test('WebSocket: commands in, events out; a drop resumes with after=SEQ', async 
   }
 })
 
+test('WebSocket: a command sent after a drop goes on a new connection', async () => {
+  const proxy = await cuttableProxy()
+  try {
+    const client = new OpenCodeClient(proxy.url, { token: env.token })
+    const session = await client.sessions.create({ directory: env.dir })
+    const stream = client.sessions.stream(session.id, { after: 0 })
+    await stream.opened()
+    const before = proxy.accepted()
+    proxy.cut()
+    await push({ text: ['again'] })
+    // The cut is seen as the socket's close; until then send() may still use the old one.
+    const conn = await stream._conn
+    await new Promise((resolve) => {
+      const check = () => (conn.isClosed() ? resolve() : setImmediate(check))
+      check()
+    })
+    await stream.message('after the cut')
+    assert.ok(proxy.accepted() > before, 'a new connection')
+    const events = await collectUntil(stream, (ev) => ev.type === 'complete')
+    assert.equal(events.at(-1).data.status, 'completed')
+    assert.deepEqual(seqs(events), range(1, events.length))
+    stream.close()
+  } finally {
+    await proxy.close()
+  }
+})
+
 test('WebSocket over the Unix socket: abort and a permission answer as commands', async () => {
   const client = unix()
   const call = { id: 'w1', name: 'write', input: { path: 'ws.txt', content: 'ws\n' } }
