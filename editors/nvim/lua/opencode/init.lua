@@ -416,6 +416,8 @@ function M.setup(opts)
   if M.config.mappings then
     vim.api.nvim_set_keymap('x', '<leader>os', ":<C-u>lua require('opencode').send_selection()<CR>",
       { noremap = true, silent = true, desc = 'opencode: send the selection' })
+  else
+    pcall(vim.api.nvim_del_keymap, 'x', '<leader>os') -- the one plugin/opencode.lua made
   end
 end
 
