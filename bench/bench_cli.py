@@ -1,4 +1,4 @@
-"""CLI latency: ``opencode send --json`` (first event, completion) and ``opencode --help``.
+"""CLI latency: ``opencode send --json`` (first event, completion), ``--help`` and ``status``.
 
 Everything runs in one go against one warm daemon (``opencoded`` on a temp socket) with the fake
 LLM answering instantly, so the numbers are the CLI's own cost: interpreter start, imports,
@@ -6,6 +6,9 @@ connecting, creating the session, and reading the stream. The baseline is the sm
 alternative: an argparse + httpx script doing the same requests.
 
     .venv/bin/python bench/bench_cli.py [--runs 15]
+
+To measure another revision's CLI with this venv, put its tree first on the path:
+``PYTHONPATH=/tmp/old-tree .venv/bin/python bench/bench_cli.py`` (the daemon comes from there too).
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ def main() -> None:
         }
         helps: dict[str, list[str]] = {
             "opencode --help": [OPENCODE, "--help"],
+            "opencode status": [OPENCODE, "status"],
             "baseline argparse --help": [sys.executable, str(script), "--help"],
             "python -c pass": [sys.executable, "-c", "pass"],
         }

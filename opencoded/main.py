@@ -12,7 +12,7 @@ from typing import Any
 import trio
 
 from . import __version__
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, config_warnings, load_config
 from .storage import StoreError
 
 _CORS_DEFAULT = "__default__"
@@ -80,6 +80,11 @@ def setup_logging(level: str) -> None:
     ready.setLevel(logging.INFO)  # the ready line prints whatever --log-level says
     # hypercorn's "Running on ..." lines repeat the ready line; keep its warnings only.
     logging.getLogger("hypercorn.error").setLevel(max(logging.WARNING, ready.level))
+    # INFO is for operators (start, stop, turns, errors): the HTTP clients' line per
+    # provider request ("HTTP Request: POST …") only shows at --log-level debug.
+    if level.lower() != "debug":
+        for name in ("httpx", "httpx2", "httpcore", "httpcore2", "anthropic", "openai"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 async def _main(config: Config, cors_flag: bool) -> None:
@@ -108,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides, cors_flag = overrides_from(args)
         config = load_config(Path(args.config) if args.config else None, overrides=overrides)
         setup_logging(config.log_level)
+        for warning in config_warnings(Path(args.config) if args.config else None):
+            logging.getLogger("opencoded.config").warning(warning)
         trio.run(_main, config, cors_flag)
     except expected as exc:
         print(f"opencoded: {exc}", file=sys.stderr)

@@ -109,14 +109,22 @@ def abort(session_id: IdArg, url: UrlOpt = None, json_: JsonOpt = False) -> None
         out("aborted" if aborted else "no turn was running")
 
 
-def messages(session_id: IdArg, url: UrlOpt = None, json_: JsonOpt = False) -> None:
-    """Show a session's conversation."""
+OptionalIdArg = Annotated[
+    str | None,
+    typer.Argument(help="Session id [default: this directory's latest].", show_default=False),
+]
+
+
+def messages(session_id: OptionalIdArg = None, url: UrlOpt = None, json_: JsonOpt = False) -> None:
+    """Show a session's conversation (this directory's latest session by default)."""
     import sys
 
     from ._output import out, paint, print_json
     from ._turn import tool_summary
 
-    items = client(url).sessions.messages(session_id)
+    c = client(url)
+    session_id = session_id or directory_session(c)
+    items = c.sessions.messages(session_id)
     if json_:
         print_json([m.raw for m in items])
         return
@@ -130,6 +138,21 @@ def messages(session_id: IdArg, url: UrlOpt = None, json_: JsonOpt = False) -> N
             elif part.type == "tool":
                 mark = " (error)" if part.error else ""
                 out(f"→ {part.tool} {tool_summary(part.tool or '', part.args)}{mark}")
+
+
+def directory_session(c: Any) -> str:
+    """This directory's latest session, or exit 1 saying there is none."""
+    import os
+
+    from ._common import EXIT_ERROR
+    from ._output import error
+    from ._sessions import latest_for_directory
+
+    found = latest_for_directory(c, os.path.realpath(os.getcwd()))
+    if found is None:
+        error("no session in this directory: pass a session id (see `opencode sessions`)")
+        raise typer.Exit(EXIT_ERROR)
+    return found
 
 
 def register(app: typer.Typer) -> None:
