@@ -1,4 +1,5 @@
-"""``opencode tui`` in a real pseudo-terminal (pexpect), against a real daemon and the fake LLM."""
+"""``opencode chat`` (the line chat) in a real pseudo-terminal, against a real daemon and the
+fake LLM."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def workdir() -> Iterator[Path]:
 def spawn(daemon: DaemonProcess, cwd: Path, *args: str, **env: str) -> pexpect.spawn:
     return pexpect.spawn(
         OPENCODE,
-        ["tui", *args],
+        ["chat", *args],
         env=daemon.env(**env),
         cwd=str(cwd),
         encoding="utf-8",

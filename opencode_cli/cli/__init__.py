@@ -18,7 +18,18 @@ from typing import Annotated
 
 import typer
 
-from . import completion, daemon, info, permissions, projects, send, serve, sessions, tui
+from . import (
+    chat,
+    completion,
+    daemon,
+    info,
+    permissions,
+    projects,
+    send,
+    serve,
+    sessions,
+    tui,
+)
 
 app = typer.Typer(
     name="opencode",
@@ -37,6 +48,7 @@ _COMMAND_MODULES = (
     sessions,
     projects,
     tui,
+    chat,
     daemon,
     permissions,
     completion,
