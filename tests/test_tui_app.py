@@ -5,6 +5,10 @@ asyncio, so each test is a plain function that runs its scenario with ``asyncio.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -25,6 +29,7 @@ from opencode_cli.tui.widgets import (
     UserMessage,
 )
 from tests.cli_support import (
+    OPENCODE,
     DaemonProcess,
     FakeLLMProcess,
     rmtree,
@@ -305,3 +310,66 @@ def test_reconnects_after_the_daemon_restarts(fake: FakeLLMProcess, workdir: Pat
     finally:
         d.stop()
         rmtree(d.tmp)
+
+
+def _tmux(sock: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    res = subprocess.run(
+        ["tmux", "-S", str(sock), *args], capture_output=True, text=True, env=env, timeout=15
+    )
+    return res.stdout if res.returncode == 0 else ""
+
+
+def test_tui_in_a_real_terminal_under_tmux(
+    daemon: DaemonProcess, fake: FakeLLMProcess, workdir: Path
+) -> None:
+    if shutil.which("tmux") is None:
+        if os.environ.get("CI"):
+            pytest.fail("tmux is needed for this test (.ci/run installs it)")
+        pytest.skip("tmux is not installed")
+    sock = workdir / "tmux.sock"
+    env = daemon.env(TERM="xterm-256color")
+    command = f"{OPENCODE} tui"
+    subprocess.run(
+        ["tmux", "-S", str(sock), "new-session", "-d", "-s", "oc", "-x", "120", "-y", "36",
+         "-c", str(workdir), command],
+        env=env, check=True, timeout=15,
+    )  # fmt: skip
+
+    def screen_has(text: str) -> Callable[[], bool]:
+        return lambda: text in _tmux(sock, "capture-pane", "-p", "-t", "oc")
+
+    try:
+        wait(screen_has("Sessions · this directory"), "the app to draw")
+        fake.push(text=["Hello from **tmux**"])
+        _tmux(sock, "send-keys", "-t", "oc", "hi there", "Enter")
+        wait(screen_has("Hello from tmux"), "the reply on screen")
+        wait(screen_has("hi there"), "the title in the session list")
+        _tmux(sock, "send-keys", "-t", "oc", "C-q")
+        wait(lambda: not _tmux(sock, "list-sessions"), "the app to quit")
+    finally:
+        _tmux(sock, "kill-server")
+    [session] = sessions_in(daemon, workdir)
+    assert session.title == "hi there"
+
+
+def wait(condition: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_other_commands_do_not_import_textual(daemon: DaemonProcess, workdir: Path) -> None:
+    for args in (["--help"], ["status"], ["send", "hi"], ["sessions"]):
+        script = (
+            "import sys\nfrom opencode_cli.cli import main\n"
+            f"sys.argv = ['opencode', *{args!r}]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "sys.stderr.write('TEXTUAL=%s' % ('textual' in sys.modules))\n"
+        )
+        res = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True,
+            env=daemon.env(), cwd=workdir, timeout=30,
+        )  # fmt: skip
+        assert "TEXTUAL=False" in res.stderr, (args, res.stderr)
