@@ -7,8 +7,10 @@ alternative: an argparse + httpx script doing the same requests.
 
     .venv/bin/python bench/bench_cli.py [--runs 15]
 
-To measure another revision's CLI with this venv, put its tree first on the path:
-``PYTHONPATH=/tmp/old-tree .venv/bin/python bench/bench_cli.py`` (the daemon comes from there too).
+Before/after a change, with both CLIs measured in alternation under the same load (each tree
+is put first on PYTHONPATH, so both are imported the same way; e.g. ``git archive`` two commits):
+
+    .venv/bin/python bench/bench_cli.py --tree before=/tmp/old --tree after=/tmp/new
 """
 
 from __future__ import annotations
@@ -76,10 +78,47 @@ def summary(samples: list[float]) -> str:
     return f"{statistics.median(ms):8.1f} {ms[0]:8.1f} {p90:8.1f}"
 
 
+def compare_trees(trees: dict[str, str], runs: int) -> None:
+    """``--help``, ``status`` and ``send`` (first event) for each tree, interleaved run by run."""
+    fake = start_fake_llm()
+    daemon = start_daemon(fake.url)
+    work = tempfile.mkdtemp(prefix="ocb", dir="/tmp")
+    commands = {
+        "opencode --help": [OPENCODE, "--help"],
+        "opencode status": [OPENCODE, "status"],
+        "opencode send --json: first event": [OPENCODE, "send", "--json", "hi"],
+    }
+    samples: dict[tuple[str, str], list[float]] = {}
+    try:
+        for _ in range(runs + 1):  # the first round warms caches and is dropped
+            for label, cmd in commands.items():
+                for tree, path in trees.items():
+                    env = {**daemon.env(), "PYTHONPATH": path}
+                    fake.push(text=["Hello"])
+                    first, _, rc = timed_stream(cmd, env, work)
+                    assert rc == 0, (tree, label, rc)
+                    samples.setdefault((label, tree), []).append(first)
+    finally:
+        daemon.stop()
+        fake.stop()
+        rmtree(daemon.tmp)
+        rmtree(Path(work))
+    print(f"{runs} interleaved runs each, wall ms to the first line of output")
+    width = max(len(f"{label} [{tree}]") for label, tree in samples)
+    print(f"{'':{width}} {'median':>8} {'min':>8} {'p90':>8}")
+    for (label, tree), values in samples.items():
+        print(f"{f'{label} [{tree}]':{width}} {summary(values[1:])}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
-    runs = parser.parse_args().runs
+    parser.add_argument("--tree", action="append", default=[], metavar="LABEL=PATH")
+    args = parser.parse_args()
+    runs = args.runs
+    if args.tree:
+        compare_trees(dict(t.split("=", 1) for t in args.tree), runs)
+        return
 
     fake = start_fake_llm()
     daemon = start_daemon(fake.url)

@@ -111,9 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     expected = (ConfigError, StartupError, StoreError)
     try:
         overrides, cors_flag = overrides_from(args)
-        config = load_config(Path(args.config) if args.config else None, overrides=overrides)
+        path = Path(args.config) if args.config else None
+        config = load_config(path, overrides=overrides)
         setup_logging(config.log_level)
-        for warning in config_warnings(Path(args.config) if args.config else None):
+        from . import reload
+
+        reload.set_loader(lambda: load_config(path, overrides=overrides))
+        for warning in config_warnings(path):
             logging.getLogger("opencoded.config").warning(warning)
         trio.run(_main, config, cors_flag)
     except expected as exc:

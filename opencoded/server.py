@@ -21,7 +21,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from . import recovery, retention, systemd
+from . import recovery, reload, retention, systemd
 from .config import Config, ConfigError
 from .daemon import Daemon, Endpoints, ensure_token
 from .http.app import create_app
@@ -222,6 +222,7 @@ async def _run_background(daemon: Daemon, *, task_status: trio.TaskStatus) -> No
         async with trio.open_nursery() as nursery:
             nursery.start_soon(retention.run, daemon)
             nursery.start_soon(_discover_models, daemon)
+            nursery.start_soon(reload.watch_sighup, daemon)
             interval = systemd.watchdog_interval()
             if interval is not None:
                 nursery.start_soon(systemd.watchdog, interval, daemon.store.ping)

@@ -28,6 +28,7 @@ from tests.cli_support import (
     short_tmp,
     start_daemon,
     start_fake_llm,
+    write_config,
 )
 
 
@@ -502,3 +503,23 @@ def test_provider_requests_log_at_debug_only(fake: FakeLLMProcess, workdir: Path
         for d in daemons.values():
             d.stop()
             rmtree(d.tmp)
+
+
+def test_daemon_reload_rereads_the_config_file(fake: FakeLLMProcess, workdir: Path) -> None:
+    d = start_daemon(config={"provider": {}, "model": None})
+    try:
+        failed = run_cli("send", "hi", env=d.env(), cwd=workdir)
+        assert failed.returncode == 1
+        assert "opencode daemon restart" in failed.stderr
+        write_config(d.config, fake.url)  # now with a key and the fake's URL
+        res = run_cli("daemon", "reload", env=d.env(XDG_CONFIG_HOME=str(d.tmp / "xdg")))
+        assert res.returncode == 0, res.stderr
+        d.stderr.wait_for("config reloaded; usable providers: anthropic")
+
+        fake.push(text=["reloaded"])
+        ok = run_cli("send", "hi", env=d.env(), cwd=workdir)
+        assert (ok.returncode, ok.stdout) == (0, "reloaded\n"), ok.stderr
+        assert d.proc.poll() is None  # the same daemon, not a new one
+    finally:
+        d.stop()
+        rmtree(d.tmp)

@@ -31,8 +31,8 @@ Ask = Callable[[Event], str]
 #: Lines of a tool's output shown without --verbose.
 TOOL_OUTPUT_LINES = 6
 RESTART_HINT = (
-    "the daemon reads provider keys and the config file when it starts: after exporting a key "
-    "or editing the config, run `opencode daemon restart`"
+    "a running daemon keeps the environment it started with: after exporting a key, run "
+    "`opencode daemon restart`; after editing the config file, `opencode daemon reload`"
 )
 
 

@@ -6,7 +6,6 @@ At completion time the shell runs ``_OPENCODE_COMPLETE=complete_bash opencode``;
 that variable and only then loads typer's completion classes.
 """
 
-from __future__ import annotations
 
 import os
 from pathlib import Path

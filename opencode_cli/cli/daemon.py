@@ -12,7 +12,6 @@ Two ways to run the daemon, and every command picks the right one by itself:
 Like the rest of the CLI this never imports the daemon, trio or quart.
 """
 
-from __future__ import annotations
 
 import os
 import re
@@ -33,7 +32,9 @@ UNITS = ("opencoded.service", "opencoded.socket")
 STOP_TIMEOUT = 10.0
 EXIT_NOT_RUNNING = 3  # what `systemctl status` and LSB init scripts use
 
-group = typer.Typer(help="Run opencoded as a service: install, start, stop, restart, status.")
+group = typer.Typer(
+    help="Run opencoded as a service: install, start, stop, restart, reload, status."
+)
 
 
 # ---- where things are -----------------------------------------------------------------
@@ -303,6 +304,33 @@ def restart_cmd(url: UrlOpt = None) -> None:
     from ._autostart import start_daemon
 
     start_daemon(c)
+
+
+@group.command("reload")
+def reload_cmd(url: UrlOpt = None) -> None:
+    """Re-read the config file (providers, model, permissions) without stopping turns.
+
+    Sends SIGHUP; the daemon logs what it applied. Keys exported in a shell reach only a
+    restarted daemon: use `opencode daemon restart` for those.
+    """
+    from ._output import out
+
+    if managed_by_systemd():
+        if (result := _systemctl("kill", "-s", "HUP", "opencoded.service")).returncode != 0:
+            raise _fail(result)
+        out("asked opencoded.service to reload its config (see journalctl --user -u opencoded)")
+        return
+    endpoint = client(url).endpoint
+    if endpoint.uds is None:
+        raise usage_error("only the daemon on a local socket can be reloaded from here")
+    pid = running_pid(Path(endpoint.uds))
+    if pid is None:
+        from ._output import error
+
+        error("opencoded is not running")
+        raise typer.Exit(EXIT_ERROR)
+    os.kill(pid, signal.SIGHUP)
+    out(f"asked opencoded (pid {pid}) to reload its config file")
 
 
 @group.command("status")

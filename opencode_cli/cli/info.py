@@ -1,6 +1,5 @@
 """``opencode status``, ``providers``, ``models`` and ``token``: facts about the daemon."""
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated

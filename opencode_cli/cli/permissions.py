@@ -4,7 +4,6 @@ A turn that asks for a permission waits until some client answers, whoever start
 commands see and answer requests from any shell (a ``send`` that was piped, a closed TUI).
 """
 
-from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
 ANSWERS = ("once", "always", "reject")
 
 
-def pending(c: Client, session: str | None = None) -> list[tuple[str, Permission]]:
+def pending(c: "Client", session: str | None = None) -> "list[tuple[str, Permission]]":
     """(session id, request) for one session, or for every busy session."""
     if session:
         return [(session, p) for p in c.permissions.list(session)]
@@ -58,7 +57,7 @@ def permissions(
         list_pending(client(url), args[0] if args else session, json_)
 
 
-def list_pending(c: Client, session: str | None, json_: bool) -> None:
+def list_pending(c: "Client", session: str | None, json_: bool) -> None:
     from ._output import err, print_json, table
     from ._turn import tool_summary
 
@@ -74,7 +73,7 @@ def list_pending(c: Client, session: str | None, json_: bool) -> None:
         err("answer with: opencode permissions answer ID once|always|reject")
 
 
-def answer(c: Client, permission_id: str, response: str, session: str | None) -> None:
+def answer(c: "Client", permission_id: str, response: str, session: str | None) -> None:
     """Answer a pending request; its session is found among the busy ones unless given."""
     from ._output import error, out
 

@@ -1,6 +1,5 @@
 """``opencode projects`` (list, add, remove) and ``opencode files``."""
 
-from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING, Annotated
@@ -130,7 +129,7 @@ def files(
     table(("NAME", "TYPE", "SIZE"), rows)
 
 
-def _project_for(c: Client, directory: str) -> Project | None:
+def _project_for(c: "Client", directory: str) -> "Project | None":
     """The registered project whose path is the deepest ancestor of ``directory``."""
     best = None
     for p in c.projects.list():
