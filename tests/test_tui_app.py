@@ -118,7 +118,14 @@ def test_streamed_reply_with_markdown_then_abort_with_escape(
             assert app.busy
             await pilot.press("escape")
             await until(pilot, lambda: not app.busy, "the abort")
-            assert any(n.text == "turn aborted" for n in app.query(Notice))
+            assert [n.text for n in app.query(Notice)] == ["turn aborted"]
+
+            fake.push(text=["again partial", " never"], hang=True)  # Ctrl+C aborts too
+            await say(pilot, "another long one")
+            await until(pilot, lambda: "again partial" in texts(app)[-1], "the second delta")
+            await pilot.press("ctrl+c")
+            await until(pilot, lambda: not app.busy, "the second abort")
+            assert [n.text for n in app.query(Notice)] == ["turn aborted"] * 2
         with Client(daemon.unix_url) as c:
             assert c.sessions.get(session.id).status == "idle"
 
@@ -344,12 +351,28 @@ def test_tui_in_a_real_terminal_under_tmux(
         _tmux(sock, "send-keys", "-t", "oc", "hi there", "Enter")
         wait(screen_has("Hello from tmux"), "the reply on screen")
         wait(screen_has("hi there"), "the title in the session list")
-        _tmux(sock, "send-keys", "-t", "oc", "C-q")
-        wait(lambda: not _tmux(sock, "list-sessions"), "the app to quit")
+
+        # A second TUI on the same session (-c: this directory's latest) sees the same stream.
+        _tmux(sock, "new-session", "-d", "-s", "oc2", "-x", "120", "-y", "36",
+              "-c", str(workdir), f"{command} -c", env=env)  # fmt: skip
+        second = screen_has_in(sock, "oc2")
+        wait(second("Hello from tmux"), "the history in the second TUI")
+        fake.push(text=["Seen twice"], delay=0.05)
+        _tmux(sock, "send-keys", "-t", "oc", "again", "Enter")
+        wait(screen_has("Seen twice"), "the reply in the first TUI")
+        wait(second("Seen twice"), "the reply in the second TUI")
+
+        for name in ("oc", "oc2"):
+            _tmux(sock, "send-keys", "-t", name, "C-q")
+        wait(lambda: not _tmux(sock, "list-sessions"), "both apps to quit")
     finally:
         _tmux(sock, "kill-server")
     [session] = sessions_in(daemon, workdir)
     assert session.title == "hi there"
+
+
+def screen_has_in(sock: Path, name: str) -> Callable[[str], Callable[[], bool]]:
+    return lambda text: lambda: text in _tmux(sock, "capture-pane", "-p", "-t", name)
 
 
 def wait(condition: Callable[[], object], what: str, timeout: float = 20.0) -> None:
