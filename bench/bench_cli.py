@@ -89,25 +89,38 @@ def compare_trees(trees: dict[str, str], runs: int) -> None:
         "opencode send --json: first event": [OPENCODE, "send", "--json", "hi"],
     }
     samples: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     try:
         for _ in range(runs + 1):  # the first round warms caches and is dropped
             for label, cmd in commands.items():
                 for tree, path in trees.items():
                     env = {**daemon.env(), "PYTHONPATH": path}
                     fake.push(text=["Hello"])
+                    used = _children_cpu()
                     first, _, rc = timed_stream(cmd, env, work)
                     assert rc == 0, (tree, label, rc)
                     samples.setdefault((label, tree), []).append(first)
+                    cpu.setdefault((label, tree), []).append(_children_cpu() - used)
     finally:
         daemon.stop()
         fake.stop()
         rmtree(daemon.tmp)
         rmtree(Path(work))
-    print(f"{runs} interleaved runs each, wall ms to the first line of output")
+    print(f"{runs} interleaved runs each, wall ms to the first line of output; CPU ms of the")
+    print("whole command (user + system; steadier than wall time on a busy machine)")
     width = max(len(f"{label} [{tree}]") for label, tree in samples)
-    print(f"{'':{width}} {'median':>8} {'min':>8} {'p90':>8}")
-    for (label, tree), values in samples.items():
-        print(f"{f'{label} [{tree}]':{width}} {summary(values[1:])}")
+    print(f"{'':{width}} {'median':>8} {'min':>8} {'p90':>8} {'cpu med':>8} {'cpu min':>8}")
+    for key, values in samples.items():
+        spent = sorted(cpu[key][1:])
+        cells = f"{statistics.median(spent) * 1000:8.1f} {spent[0] * 1000:8.1f}"
+        print(f"{f'{key[0]} [{key[1]}]':{width}} {summary(values[1:])} {cells}")
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:

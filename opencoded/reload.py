@@ -33,7 +33,11 @@ def set_loader(loader: Callable[[], Config]) -> None:
 
 
 async def watch_sighup(daemon: Daemon) -> None:
+    """Reload on SIGHUP, unless the daemon runs on a terminal (`opencode serve`): there SIGHUP
+    still means the terminal went away and the daemon stops as before."""
     if _loader is None:  # an embedded daemon (tests): its config is not from a file
+        return
+    if os.isatty(0):
         return
     with trio.open_signal_receiver(signal.SIGHUP) as signals:
         async for _ in signals:
