@@ -208,14 +208,14 @@ def _unknown_provider_keys(data: Mapping[str, Any]) -> list[tuple[str, set[str]]
             found.extend((f"{where}.{k}", allowed) for k in obj if k not in allowed)
 
     providers = data.get("provider")
-    for pid, entry in (providers.items() if isinstance(providers, dict) else ()):
+    for pid, entry in providers.items() if isinstance(providers, dict) else ():
         base = f"provider.{pid}"
         check(entry, base, _PROVIDER_KEYS)
         if not isinstance(entry, dict):
             continue
         check(entry.get("options"), f"{base}.options", _OPTION_KEYS)
         models = entry.get("models")
-        for mid, model in (models.items() if isinstance(models, dict) else ()):
+        for mid, model in models.items() if isinstance(models, dict) else ():
             check(model, f"{base}.models.{mid}", _MODEL_KEYS)
             if isinstance(model, dict):
                 check(model.get("limit"), f"{base}.models.{mid}.limit", _LIMIT_KEYS)

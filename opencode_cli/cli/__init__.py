@@ -10,7 +10,6 @@ Adding commands: write a module here with ``register(app: typer.Typer)`` and lis
 (list it too; its ``register`` may do nothing).
 """
 
-
 import os
 import sys
 from typing import Annotated

@@ -5,7 +5,6 @@ reply streams, tool calls show as lines, permission requests are asked inline; C
 turn aborts it (on the daemon) and returns to the prompt, Ctrl-D leaves.
 """
 
-
 from typing import Annotated
 
 import typer

@@ -6,7 +6,6 @@ At completion time the shell runs ``_OPENCODE_COMPLETE=complete_bash opencode``;
 that variable and only then loads typer's completion classes.
 """
 
-
 import os
 from pathlib import Path
 from typing import Annotated

@@ -12,7 +12,6 @@ Two ways to run the daemon, and every command picks the right one by itself:
 Like the rest of the CLI this never imports the daemon, trio or quart.
 """
 
-
 import os
 import re
 import shutil

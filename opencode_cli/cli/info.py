@@ -1,6 +1,5 @@
 """``opencode status``, ``providers``, ``models`` and ``token``: facts about the daemon."""
 
-
 from pathlib import Path
 from typing import Annotated
 

@@ -4,7 +4,6 @@ A turn that asks for a permission waits until some client answers, whoever start
 commands see and answer requests from any shell (a ``send`` that was piped, a closed TUI).
 """
 
-
 from typing import TYPE_CHECKING, Annotated
 
 import typer

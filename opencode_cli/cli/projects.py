@@ -1,6 +1,5 @@
 """``opencode projects`` (list, add, remove) and ``opencode files``."""
 
-
 import os
 from typing import TYPE_CHECKING, Annotated
 

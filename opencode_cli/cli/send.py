@@ -1,6 +1,5 @@
 """``opencode send``: one turn from a shell or a script."""
 
-
 import sys
 from typing import Annotated
 

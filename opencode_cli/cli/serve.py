@@ -4,7 +4,6 @@ It execs ``python -m opencoded`` with the arguments untouched, so the flags and 
 daemon's own and the CLI process never imports the daemon (or trio).
 """
 
-
 import os
 import sys
 

@@ -3,7 +3,6 @@
 Other modules add subcommands with ``@sessions.group.command()`` (e.g. ``sessions prune``).
 """
 
-
 from typing import Annotated, Any
 
 import typer

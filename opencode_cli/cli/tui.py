@@ -4,7 +4,6 @@ Textual is imported inside the command only: every other command starts as fast 
 Off a terminal (a pipe, ``TERM=dumb``) it runs the line chat (``opencode chat``) instead.
 """
 
-
 import os
 import sys
 from typing import Annotated
