@@ -396,3 +396,24 @@ def test_other_commands_do_not_import_textual(daemon: DaemonProcess, workdir: Pa
             env=daemon.env(), cwd=workdir, timeout=30,
         )  # fmt: skip
         assert "TEXTUAL=False" in res.stderr, (args, res.stderr)
+
+
+def test_a_refused_first_message_says_why_and_leaves_no_session(workdir: Path) -> None:
+    d = start_daemon(config={"provider": {}, "model": None})
+    try:
+
+        async def scenario() -> None:
+            app = OpencodeApp(d.unix_url, directory=str(workdir))
+            async with app.run_test(size=SIZE) as pilot:
+                await say(pilot, "hello")
+                [notice] = await until(pilot, lambda: list(app.query(Notice)), "the error")
+                assert "no model provider is configured" in notice.text
+                assert "opencode daemon restart" in notice.text
+                assert app.session_id is None
+                assert app.query_one("#prompt", Input).value == "hello"
+
+        run(scenario)
+        assert sessions_in(d, workdir) == []
+    finally:
+        d.stop()
+        rmtree(d.tmp)

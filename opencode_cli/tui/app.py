@@ -9,6 +9,7 @@ Sending is ``POST …/messages`` with ``async: true``; the reply arrives on that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from typing import Any
 
@@ -21,11 +22,18 @@ from textual.widgets import Footer, Header, Input, Label, ListView, Static
 
 from opencode_cli import _routes as r
 from opencode_cli._async_client import AsyncClient
-from opencode_cli._exceptions import APIError, NotFoundError, OpencodeError, TransportError
+from opencode_cli._exceptions import (
+    APIError,
+    InvalidRequestError,
+    NotFoundError,
+    OpencodeError,
+    TransportError,
+)
 from opencode_cli._models import Event, Message
 from opencode_cli._wire import SSEParser
 from opencode_cli.cli._output import short_text
 from opencode_cli.cli._sessions import title_for
+from opencode_cli.cli._turn import key_hint
 from opencode_cli.cli.sessions import model_label
 
 from .widgets import (
@@ -358,6 +366,7 @@ class OpencodeApp(App[None]):
             self.notify("a turn is running: Esc aborts it", severity="warning")
             return
         event.input.value = ""
+        created = None
         try:
             if self.session_id is None:
                 provider, _, model = (self.model or "").partition("/")
@@ -367,8 +376,8 @@ class OpencodeApp(App[None]):
                     directory=self.directory,
                     title=title_for(text),
                 )
+                created = session.id
                 await self.open_session(session.id)
-                await self.refresh_sessions()
             await self.conversation.mount(UserMessage(text))
             self.conversation.scroll_end(animate=False)
             self.busy = True
@@ -377,7 +386,22 @@ class OpencodeApp(App[None]):
         except OpencodeError as exc:
             self.busy = False
             message = exc.message if isinstance(exc, APIError) else str(exc)
-            await self.conversation.mount(Notice(f"error: {short_text(message)}", error=True))
+            notice = f"error: {short_text(message)}"
+            if hint := key_hint(message):
+                notice += f"\nhint: {hint}"
+            if created is not None and isinstance(exc, InvalidRequestError):
+                await self._forget(created)  # refused before anything was stored
+                event.input.value = text  # to send again once fixed
+            await self.conversation.mount(Notice(notice, error=True))
+        if created is not None:
+            await self.refresh_sessions()
+
+    async def _forget(self, session_id: str) -> None:
+        """Delete the session a refused first message created: no empty session per attempt."""
+        assert self.client is not None
+        with contextlib.suppress(OpencodeError):
+            await self.client.sessions.delete(session_id)
+        self.new_session()
 
     async def action_abort(self) -> None:
         assert self.client is not None
