@@ -190,6 +190,33 @@ def test_opening_a_session_that_waits_shows_its_permission(
     assert not (workdir / "no.txt").exists()
 
 
+def test_a_permission_answered_elsewhere_closes_the_dialog(
+    daemon: DaemonProcess, fake: FakeLLMProcess, workdir: Path
+) -> None:
+    call = {"id": "w3", "name": "write", "input": {"path": "yes.txt", "content": "y\n"}}
+    fake.push(text=[], tool_calls=[call])
+    fake.push(text=["written by the shell's answer"])
+
+    async def scenario() -> None:
+        app = OpencodeApp(daemon.unix_url, directory=str(workdir))
+        async with app.run_test(size=SIZE) as pilot:
+            await say(pilot, "write yes.txt")
+            dialog = await until(
+                pilot, lambda: isinstance(app.screen, PermissionScreen) and app.screen, "dialog"
+            )
+            answer = asyncio.get_running_loop().run_in_executor(
+                None,
+                lambda: run_cli("permissions", "answer", dialog.permission_id, "once",
+                                env=daemon.env()),
+            )  # fmt: skip
+            assert (await answer).returncode == 0
+            await until(pilot, lambda: "written by the shell's answer" in texts(app), "the end")
+            await until(pilot, lambda: not isinstance(app.screen, PermissionScreen), "closed")
+
+    run(scenario)
+    assert (workdir / "yes.txt").read_text() == "y\n"
+
+
 def test_session_list_switch_new_delete_and_all_projects(
     daemon: DaemonProcess, fake: FakeLLMProcess, workdir: Path
 ) -> None:
@@ -381,6 +408,16 @@ def wait(condition: Callable[[], object], what: str, timeout: float = 20.0) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+def test_diff_says_when_the_daemon_has_no_diff_route(daemon: DaemonProcess, workdir: Path) -> None:
+    none = run_cli("diff", env=daemon.env(), cwd=workdir)
+    assert none.returncode == 1 and "no session in this directory" in none.stderr
+    with Client(daemon.unix_url) as c:
+        c.sessions.create(directory=str(workdir))
+    res = run_cli("diff", env=daemon.env(), cwd=workdir)
+    assert res.returncode == 1
+    assert "does not serve GET /sessions/:id/diff yet" in res.stderr
 
 
 def test_other_commands_do_not_import_textual(daemon: DaemonProcess, workdir: Path) -> None:

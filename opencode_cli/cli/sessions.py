@@ -138,6 +138,50 @@ def messages(session_id: OptionalIdArg = None, url: UrlOpt = None, json_: JsonOp
                 out(f"→ {part.tool} {tool_summary(part.tool or '', part.args)}{mark}")
 
 
+def diff(session_id: OptionalIdArg = None, url: UrlOpt = None) -> None:
+    """Show the unified diff of a session's changes (this directory's latest by default)."""
+    import sys
+    from urllib.parse import quote
+
+    from opencode_cli import APIError
+
+    from ._common import EXIT_ERROR
+    from ._output import error, paint
+
+    c = client(url)
+    session_id = session_id or directory_session(c)
+    try:
+        body = c._transport.request("GET", f"/sessions/{quote(session_id, safe='')}/diff")
+    except APIError as exc:
+        if exc.code == "NOT_FOUND" and "no route" in exc.message:
+            error("this daemon does not serve GET /sessions/:id/diff yet; a newer opencoded does")
+            raise typer.Exit(EXIT_ERROR) from None
+        raise
+    colours = {"+": "green", "-": "red", "@": "cyan"}
+    for line in diff_text(body).splitlines():
+        style = None if line.startswith(("+++", "---")) else colours.get(line[:1])
+        sys.stdout.write((paint(line, style, sys.stdout) if style else line) + "\n")
+
+
+def diff_text(raw: bytes) -> str:
+    """A diff route's answer as unified diff text, whether plain text or wrapped in JSON."""
+    import json
+
+    text = raw.decode("utf-8", "replace")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(doc, dict):
+        for key in ("diff", "patch"):
+            if isinstance(doc.get(key), str):
+                return doc[key]
+        files = doc.get("files")
+        if isinstance(files, list):
+            return "\n".join(str(f.get("diff") or f.get("patch") or "") for f in files)
+    return json.dumps(doc, indent=2)
+
+
 def directory_session(c: Any) -> str:
     """This directory's latest session, or exit 1 saying there is none."""
     import os
@@ -156,3 +200,4 @@ def directory_session(c: Any) -> str:
 def register(app: typer.Typer) -> None:
     app.add_typer(group, name="sessions")
     app.command()(messages)
+    app.command()(diff)

@@ -34,7 +34,7 @@ from opencode_cli._wire import SSEParser
 from opencode_cli.cli._output import short_text
 from opencode_cli.cli._sessions import title_for
 from opencode_cli.cli._turn import key_hint
-from opencode_cli.cli.sessions import model_label
+from opencode_cli.cli.sessions import diff_text, model_label
 
 from .widgets import (
     AssistantText,
@@ -302,7 +302,22 @@ class OpencodeApp(App[None]):
         elif ev.type == "complete":
             self._turn_ended(data)
             await self.refresh_sessions()
+        if ev.type in ("tool-result", "complete"):
+            await self._close_answered_dialog()
         self.conversation.scroll_end(animate=False)
+
+    async def _close_answered_dialog(self) -> None:
+        """A request answered elsewhere (another TUI, `opencode permissions answer`) closes."""
+        screen = self.screen
+        if not isinstance(screen, PermissionScreen) or self.session_id is None:
+            return
+        assert self.client is not None
+        try:
+            pending = {p.id for p in await self.client.permissions.list(self.session_id)}
+        except OpencodeError:
+            return
+        if screen.permission_id not in pending and self.screen is screen:
+            screen.dismiss(None)
 
     async def _text_block(self) -> AssistantText:
         if self._text is None:
@@ -342,7 +357,8 @@ class OpencodeApp(App[None]):
         session_id = self.session_id
 
         def answered(answer: str | None) -> None:
-            self.respond(session_id, permission_id, answer or "reject")
+            if answer is not None:  # None: answered elsewhere, the dialog just closes
+                self.respond(session_id, permission_id, answer)
 
         self.push_screen(PermissionScreen(permission_id, tool, args), answered)
 
@@ -503,23 +519,4 @@ class OpencodeApp(App[None]):
         except OpencodeError as exc:
             self.notify(short_text(str(exc)), severity="error")
             return
-        await self.push_screen(DiffScreen(_diff_text(raw)))
-
-
-def _diff_text(raw: bytes) -> str:
-    """The route's answer as unified diff text, whether plain or JSON-wrapped."""
-    import json
-
-    text = raw.decode("utf-8", "replace")
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return text
-    if isinstance(doc, dict):
-        for key in ("diff", "patch"):
-            if isinstance(doc.get(key), str):
-                return doc[key]
-        files = doc.get("files")
-        if isinstance(files, list):
-            return "\n".join(str(f.get("diff") or f.get("patch") or "") for f in files)
-    return json.dumps(doc, indent=2)
+        await self.push_screen(DiffScreen(diff_text(raw)))
