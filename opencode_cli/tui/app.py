@@ -17,6 +17,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.widgets import Footer, Header, Input, Label, ListView, Static
 
@@ -129,6 +130,10 @@ class OpencodeApp(App[None]):
         if self.client is not None:
             await self.client.aclose()
 
+    def _say(self, message: str, *, severity: SeverityLevel = "information") -> None:
+        """A toast; never markup, since messages carry paths and daemon errors."""
+        self.notify(message, severity=severity, markup=False)
+
     @property
     def conversation(self) -> VerticalScroll:
         return self.query_one("#conversation", VerticalScroll)
@@ -156,7 +161,7 @@ class OpencodeApp(App[None]):
         try:
             sessions = await self.client.sessions.list(limit=100)
         except OpencodeError as exc:
-            self.notify(short_text(str(exc)), severity="error")
+            self._say(short_text(str(exc)), severity="error")
             return
         if not self.all_projects:
             sessions = [
@@ -197,7 +202,7 @@ class OpencodeApp(App[None]):
         try:
             session = await self.client.sessions.get(session_id)
         except OpencodeError as exc:
-            self.notify(short_text(str(exc)), severity="error")
+            self._say(short_text(str(exc)), severity="error")
             self.new_session()
             return
         self.session_id = session.id
@@ -209,7 +214,7 @@ class OpencodeApp(App[None]):
         try:
             await asyncio.wait_for(ready.wait(), CONNECT_WAIT)
         except TimeoutError:
-            self.notify("cannot follow the session's events yet; retrying", severity="warning")
+            self._say("cannot follow the session's events yet; retrying", severity="warning")
         try:
             for message in await self.client.sessions.messages(session.id):
                 await self._show_message(message)
@@ -217,7 +222,7 @@ class OpencodeApp(App[None]):
             for p in await self.client.permissions.list(session.id):
                 self.ask_permission(p.id, p.tool, p.args)
         except OpencodeError as exc:
-            self.notify(short_text(str(exc)), severity="error")
+            self._say(short_text(str(exc)), severity="error")
         finally:
             go.set()
         self.conversation.scroll_end(animate=False)
@@ -263,7 +268,7 @@ class OpencodeApp(App[None]):
                             self.last_seq = event.seq if event.seq is not None else self.last_seq
                             await self._handle_safely(event)
             except NotFoundError:
-                self.notify(f"session {session_id} is gone", severity="error")
+                self._say(f"session {session_id} is gone", severity="error")
                 return
             except (TransportError, APIError):
                 self.connected = False
@@ -276,7 +281,7 @@ class OpencodeApp(App[None]):
             await self.handle_event(ev)
         except Exception as exc:
             self.log.error(f"cannot show {ev.type} event: {exc!r}")
-            self.notify(f"cannot show a {ev.type} event: {exc!r}", severity="error")
+            self._say(f"cannot show a {ev.type} event: {exc!r}", severity="error")
 
     async def handle_event(self, ev: Event) -> None:
         data = ev.data
@@ -368,7 +373,7 @@ class OpencodeApp(App[None]):
         try:
             await self.client.permissions.respond(session_id, permission_id, answer)  # type: ignore[arg-type]
         except APIError as exc:
-            self.notify(f"not answered: {short_text(exc.message)}", severity="warning")
+            self._say(f"not answered: {short_text(exc.message)}", severity="warning")
 
     # ---- sending and aborting ------------------------------------------------------------
 
@@ -379,7 +384,7 @@ class OpencodeApp(App[None]):
         if not text:
             return
         if self.busy:
-            self.notify("a turn is running: Esc aborts it", severity="warning")
+            self._say("a turn is running: Esc aborts it", severity="warning")
             return
         event.input.value = ""
         created = None
@@ -423,12 +428,12 @@ class OpencodeApp(App[None]):
         assert self.client is not None
         if not (self.busy and self.session_id):
             if isinstance(self.focused, Input):
-                self.notify("nothing to abort (Ctrl+Q quits)")
+                self._say("nothing to abort (Ctrl+Q quits)")
             return
         try:
             await self.client.sessions.abort(self.session_id)
         except OpencodeError as exc:
-            self.notify(short_text(str(exc)), severity="error")
+            self._say(short_text(str(exc)), severity="error")
 
     # ---- session list actions ------------------------------------------------------------
 
@@ -469,7 +474,7 @@ class OpencodeApp(App[None]):
         try:
             await self.client.sessions.delete(session_id)
         except OpencodeError as exc:
-            self.notify(short_text(str(exc)), severity="error")
+            self._say(short_text(str(exc)), severity="error")
             return
         if session_id == self.session_id:
             self.new_session()
@@ -483,14 +488,14 @@ class OpencodeApp(App[None]):
         try:
             models = await self.client.models()
         except OpencodeError as exc:
-            self.notify(short_text(str(exc)), severity="error")
+            self._say(short_text(str(exc)), severity="error")
             return
         choices = [(f"{m.provider}/{m.id}", f"{m.provider}/{m.id}  {m.name or ''}") for m in models]
         picked = await self.push_screen_wait(ModelPicker(choices, self.model))
         if picked:
             self.model = picked
             if self.session_id is not None:
-                self.notify(f"{picked} is for new sessions (Ctrl+N)")
+                self._say(f"{picked} is for new sessions (Ctrl+N)")
             self._status()
 
     async def _detect_diff(self) -> None:
@@ -517,6 +522,6 @@ class OpencodeApp(App[None]):
         try:
             raw = await self.client._transport.request("GET", path)
         except OpencodeError as exc:
-            self.notify(short_text(str(exc)), severity="error")
+            self._say(short_text(str(exc)), severity="error")
             return
         await self.push_screen(DiffScreen(diff_text(raw)))

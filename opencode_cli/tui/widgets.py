@@ -8,6 +8,7 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Collapsible, Label, ListItem, Markdown, OptionList, Static
 from textual.widgets.option_list import Option
@@ -77,7 +78,8 @@ class ToolBlock(Collapsible):
         super().__init__(self.body, title=self._heading("…"), collapsed=True)
 
     def _heading(self, mark: str) -> str:
-        return f"{mark} {self.tool} {self.summary}"
+        # Content, not str: a str title is parsed as markup and `ls [ab]*` is not markup.
+        return Content(f"{mark} {self.tool} {self.summary}")  # type: ignore[return-value]
 
     def finish(self, output: str, error: bool) -> None:
         self.output, self.error, self.done = output, error, True
@@ -136,12 +138,14 @@ class PermissionScreen(ModalScreen[str]):
     def compose(self) -> ComposeResult:
         what = json.dumps(self.args, indent=2, ensure_ascii=False) if self.args else ""
         with Vertical(id="dialog"):
-            yield Label(f"Allow {self.tool}: {tool_summary(self.tool, self.args, 60)}?")
+            yield Label(
+                f"Allow {self.tool}: {tool_summary(self.tool, self.args, 60)}?", markup=False
+            )
             yield Static(what, id="what", markup=False)
             with Horizontal(id="buttons"):
-                yield Button("Once [y]", id="once", variant="primary")
-                yield Button("Always [a]", id="always", variant="warning")
-                yield Button("Reject [n]", id="reject", variant="error")
+                yield Button("Once (y)", id="once", variant="primary")
+                yield Button("Always (a)", id="always", variant="warning")
+                yield Button("Reject (n)", id="reject", variant="error")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(str(event.button.id))
@@ -205,8 +209,8 @@ class ConfirmScreen(ModalScreen[bool]):
         with Vertical(id="dialog"):
             yield Label(self.question, markup=False)
             with Horizontal(id="buttons"):
-                yield Button("Delete [y]", id="yes", variant="error")
-                yield Button("Keep [n]", id="no")
+                yield Button("Delete (y)", id="yes", variant="error")
+                yield Button("Keep (n)", id="no")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
