@@ -298,6 +298,23 @@ def test_model_picker_sets_the_model_of_the_new_session(
     run(scenario)
 
 
+def test_over_tcp_with_opencode_url(
+    daemon: DaemonProcess, fake: FakeLLMProcess, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENCODE_URL", daemon.tcp_url)
+    monkeypatch.setenv("OPENCODE_TOKEN", daemon.token)
+
+    async def scenario() -> None:
+        app = OpencodeApp(directory=str(workdir))  # no url: $OPENCODE_URL
+        async with app.run_test(size=SIZE) as pilot:
+            assert app.client is not None and app.client.endpoint.uds is None
+            fake.push(text=["over", " tcp"])
+            await say(pilot, "hello over tcp")
+            await until(pilot, lambda: texts(app) == ["over tcp"] and not app.busy, "reply")
+
+    run(scenario)
+
+
 def test_another_clients_turn_streams_into_the_open_session(
     daemon: DaemonProcess, fake: FakeLLMProcess, workdir: Path
 ) -> None:
