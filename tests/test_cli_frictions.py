@@ -497,6 +497,8 @@ def test_provider_requests_log_at_debug_only(fake: FakeLLMProcess, workdir: Path
             if level == "debug":
                 d.stderr.wait_for("httpx2 INFO: HTTP Request: POST")
         d = daemons["info"]
+        d.stderr.wait_for("turn ")  # what an operator wants: one line per turn
+        assert " completed, 15 tokens, " in d.stderr.text
         d.stop()
         assert "HTTP Request" not in d.stderr.text
     finally:

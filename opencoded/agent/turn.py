@@ -371,7 +371,12 @@ class AgentTurn:
         if scope.cancelled_caught:
             log.error("turn %s: recording its end took over %ss", self.turn.id, FINALISE_TIMEOUT)
         # Outside that scope: a slow store must not cost the followers their `complete`.
-        event = self.log.append("complete", self._complete_data(status))
+        data = self._complete_data(status)
+        event = self.log.append("complete", data)
+        log.info(  # the operator's line per turn (provider HTTP requests log at DEBUG)
+            "turn %s in %s: %s, %d tokens, %.1f s",
+            self.turn.id, self.session_id, status, data["tokens"], data["duration_ms"] / 1000,
+        )  # fmt: skip
         with trio.move_on_after(FINALISE_TIMEOUT) as scope:
             scope.shield = True
             await self.log.wait_committed(event.seq)
