@@ -525,3 +525,24 @@ def test_daemon_reload_rereads_the_config_file(fake: FakeLLMProcess, workdir: Pa
     finally:
         d.stop()
         rmtree(d.tmp)
+
+
+def test_send_continue_waits_for_a_running_turn_then_sends(
+    daemon: DaemonProcess, fake: FakeLLMProcess, workdir: Path
+) -> None:
+    fake.push(text=["still going"], hang=True)
+    with Client(daemon.unix_url) as c:
+        sid = c.sessions.create(directory=str(workdir)).id
+        c.sessions.submit(sid, "long")
+        wait_for(lambda: c.sessions.get(sid).status == "busy", what="the turn to run")
+        fake.push(text=["my turn"])
+        child = spawn(["send", "-c", "next"], daemon.env(), workdir)
+        try:
+            child.expect_exact("waiting for the session's running turn")
+            assert c.sessions.abort(sid)  # the running turn ends; the waiting send goes on
+            child.expect_exact("my turn")
+            child.expect(pexpect.EOF)
+            child.close()
+        finally:
+            child.close(force=True)
+    assert child.exitstatus == 0
