@@ -15,6 +15,7 @@ from tests.cli_support import (
     DaemonProcess,
     FakeLLMProcess,
     rmtree,
+    run_cli,
     short_tmp,
     start_daemon,
     start_fake_llm,
@@ -125,3 +126,10 @@ def test_tui_colours_on_a_terminal_unless_no_color(daemon: DaemonProcess, workdi
     finally:
         coloured.close(force=True)
         plain.close(force=True)
+
+
+def test_tui_off_a_terminal_is_the_line_chat(daemon: DaemonProcess, workdir: Path) -> None:
+    res = run_cli("tui", env=daemon.env(), input="/session\n/exit\n", cwd=workdir)
+    assert res.returncode == 0, res.stderr
+    first, sid = res.stdout.splitlines()[0], res.stdout.splitlines()[2].removeprefix(PROMPT)
+    assert first == f"opencode · session {sid}"
