@@ -546,3 +546,15 @@ def test_send_continue_waits_for_a_running_turn_then_sends(
         finally:
             child.close(force=True)
     assert child.exitstatus == 0
+
+
+@pytest.mark.parametrize("suffix", ["/v1", "/v1/"])
+def test_anthropic_base_url_with_v1_works(fake: FakeLLMProcess, workdir: Path, suffix: str) -> None:
+    d = start_daemon(fake.url + suffix)
+    try:
+        fake.push(text=["root or v1"])
+        res = run_cli("send", "hi", env=d.env(), cwd=workdir)
+        assert (res.returncode, res.stdout) == (0, "root or v1\n"), res.stderr
+    finally:
+        d.stop()
+        rmtree(d.tmp)
