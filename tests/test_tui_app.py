@@ -250,16 +250,21 @@ def test_session_list_switch_new_delete_and_all_projects(
             await until(pilot, lambda: any("elsewhere" in lb for lb in labels()), "all projects")
             await pilot.press("ctrl+t")
             await until(pilot, lambda: len(labels()) == 2, "this directory again")
+            assert not any("elsewhere" in label for label in labels())
 
             await pilot.press("ctrl+n")
             await until(pilot, lambda: app.session_id is None and not texts(app), "a new one")
+
+            with Client(daemon.unix_url) as c:  # made by another client: the list follows
+                made["gamma"] = c.sessions.create(directory=str(workdir), title="gamma").id
+            await until(pilot, lambda: labels() == ["gamma", "beta", "alpha"], "gamma listed")
 
             view.focus()
             view.index = labels().index("alpha")
             await pilot.press("delete")
             await until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen", "ask")
             await pilot.press("y")
-            await until(pilot, lambda: labels() == ["beta"], "alpha gone from the list")
+            await until(pilot, lambda: labels() == ["gamma", "beta"], "alpha gone from the list")
         with Client(daemon.unix_url) as c:
             ids = {s.id for s in c.sessions.list()}
         assert made["alpha"] not in ids and made["beta"] in ids and elsewhere in ids

@@ -101,6 +101,7 @@ class OpencodeApp(App[None]):
         self._tools: dict[str, ToolBlock] = {}
         self._asked: set[str] = set()
         self._summary = ""
+        self._list_lock = asyncio.Lock()
 
     # ---- layout --------------------------------------------------------------------------
 
@@ -121,6 +122,7 @@ class OpencodeApp(App[None]):
         self.query_one("#prompt", Input).focus()
         await self._detect_diff()
         await self.refresh_sessions()
+        self.watch_feed()
         if self.initial_session:
             await self.open_session(self.initial_session)
         else:
@@ -155,6 +157,10 @@ class OpencodeApp(App[None]):
     # ---- sessions ------------------------------------------------------------------------
 
     async def refresh_sessions(self) -> None:
+        async with self._list_lock:  # the feed and the user's actions may refresh at once
+            await self._refresh_sessions()
+
+    async def _refresh_sessions(self) -> None:
         assert self.client is not None
         scope = "all projects" if self.all_projects else "this directory"
         self.query_one("#scope", Label).update(f"Sessions · {scope}")
@@ -180,6 +186,25 @@ class OpencodeApp(App[None]):
         ids = [item.session_id for item in items]
         if self.session_id in ids:
             view.index = ids.index(self.session_id)
+
+    @work(group="feed", exit_on_error=False)
+    async def watch_feed(self) -> None:
+        """Keep the session list current: `GET /events` says when sessions appear, go, or
+        change status, whichever client did it."""
+        assert self.client is not None
+        while True:
+            try:
+                async with self.client._transport.stream(
+                    "GET", "/events", headers={"Accept": "text/event-stream"}
+                ) as lines:
+                    parser = SSEParser()
+                    async for line in lines:
+                        notice = parser.feed(line)
+                        if notice is not None and notice.type.startswith("session."):
+                            await self.refresh_sessions()
+            except OpencodeError:
+                pass
+            await asyncio.sleep(MAX_BACKOFF)
 
     def _reset_conversation(self) -> None:
         self.workers.cancel_group(self, "follow")
