@@ -1,4 +1,4 @@
-"""CLI latency: ``opencode send --json`` (first event, completion) and ``opencode --help``.
+"""CLI latency: ``opencode send --json`` (first event, completion), ``--help`` and ``status``.
 
 Everything runs in one go against one warm daemon (``opencoded`` on a temp socket) with the fake
 LLM answering instantly, so the numbers are the CLI's own cost: interpreter start, imports,
@@ -6,6 +6,11 @@ connecting, creating the session, and reading the stream. The baseline is the sm
 alternative: an argparse + httpx script doing the same requests.
 
     .venv/bin/python bench/bench_cli.py [--runs 15]
+
+Before/after a change, with both CLIs measured in alternation under the same load (each tree
+is put first on PYTHONPATH, so both are imported the same way; e.g. ``git archive`` two commits):
+
+    .venv/bin/python bench/bench_cli.py --tree before=/tmp/old --tree after=/tmp/new
 """
 
 from __future__ import annotations
@@ -73,10 +78,60 @@ def summary(samples: list[float]) -> str:
     return f"{statistics.median(ms):8.1f} {ms[0]:8.1f} {p90:8.1f}"
 
 
+def compare_trees(trees: dict[str, str], runs: int) -> None:
+    """``--help``, ``status`` and ``send`` (first event) for each tree, interleaved run by run."""
+    fake = start_fake_llm()
+    daemon = start_daemon(fake.url)
+    work = tempfile.mkdtemp(prefix="ocb", dir="/tmp")
+    commands = {
+        "opencode --help": [OPENCODE, "--help"],
+        "opencode status": [OPENCODE, "status"],
+        "opencode send --json: first event": [OPENCODE, "send", "--json", "hi"],
+    }
+    samples: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
+    try:
+        for _ in range(runs + 1):  # the first round warms caches and is dropped
+            for label, cmd in commands.items():
+                for tree, path in trees.items():
+                    env = {**daemon.env(), "PYTHONPATH": path}
+                    fake.push(text=["Hello"])
+                    used = _children_cpu()
+                    first, _, rc = timed_stream(cmd, env, work)
+                    assert rc == 0, (tree, label, rc)
+                    samples.setdefault((label, tree), []).append(first)
+                    cpu.setdefault((label, tree), []).append(_children_cpu() - used)
+    finally:
+        daemon.stop()
+        fake.stop()
+        rmtree(daemon.tmp)
+        rmtree(Path(work))
+    print(f"{runs} interleaved runs each, wall ms to the first line of output; CPU ms of the")
+    print("whole command (user + system; steadier than wall time on a busy machine)")
+    width = max(len(f"{label} [{tree}]") for label, tree in samples)
+    print(f"{'':{width}} {'median':>8} {'min':>8} {'p90':>8} {'cpu med':>8} {'cpu min':>8}")
+    for key, values in samples.items():
+        spent = sorted(cpu[key][1:])
+        cells = f"{statistics.median(spent) * 1000:8.1f} {spent[0] * 1000:8.1f}"
+        print(f"{f'{key[0]} [{key[1]}]':{width}} {summary(values[1:])} {cells}")
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
-    runs = parser.parse_args().runs
+    parser.add_argument("--tree", action="append", default=[], metavar="LABEL=PATH")
+    args = parser.parse_args()
+    runs = args.runs
+    if args.tree:
+        compare_trees(dict(t.split("=", 1) for t in args.tree), runs)
+        return
 
     fake = start_fake_llm()
     daemon = start_daemon(fake.url)
@@ -93,6 +148,7 @@ def main() -> None:
         }
         helps: dict[str, list[str]] = {
             "opencode --help": [OPENCODE, "--help"],
+            "opencode status": [OPENCODE, "status"],
             "baseline argparse --help": [sys.executable, str(script), "--help"],
             "python -c pass": [sys.executable, "-c", "pass"],
         }

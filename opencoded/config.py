@@ -285,3 +285,57 @@ def load_config(
     # The file holds provider keys: sandboxed commands may never read it (docs/security.md).
     hide = [*config.sandbox.hide, str(path.absolute())]
     return attrs.evolve(config, sandbox=attrs.evolve(config.sandbox, hide=hide))
+
+
+# Keys read from the free-form `provider` section (providers/registry.py); anything else is
+# ignored there, so a misspelling (`baseUrl`) would pass silently without a warning.
+_PROVIDER_KEYS = {"type", "name", "options", "models"}
+_OPTION_KEYS = {"apiKey", "baseURL"}
+_MODEL_KEYS = {"name", "context", "limit"}
+_LIMIT_KEYS = {"context", "output"}
+
+
+def _unknown_provider_keys(data: Mapping[str, Any]) -> list[tuple[str, set[str]]]:
+    """(dotted path, the keys allowed there) for each unknown key under `provider`."""
+    found: list[tuple[str, set[str]]] = []
+
+    def check(obj: Any, where: str, allowed: set[str]) -> None:
+        if isinstance(obj, dict):
+            found.extend((f"{where}.{k}", allowed) for k in obj if k not in allowed)
+
+    providers = data.get("provider")
+    for pid, entry in providers.items() if isinstance(providers, dict) else ():
+        base = f"provider.{pid}"
+        check(entry, base, _PROVIDER_KEYS)
+        if not isinstance(entry, dict):
+            continue
+        check(entry.get("options"), f"{base}.options", _OPTION_KEYS)
+        models = entry.get("models")
+        for mid, model in models.items() if isinstance(models, dict) else ():
+            check(model, f"{base}.models.{mid}", _MODEL_KEYS)
+            if isinstance(model, dict):
+                check(model.get("limit"), f"{base}.models.{mid}.limit", _LIMIT_KEYS)
+    return found
+
+
+def config_warnings(path: Path | None = None, env: Mapping[str, str] = os.environ) -> list[str]:
+    """One line per unknown key in the config file, with its line and a likely spelling."""
+    import difflib
+
+    path = path or paths.config_file(env)
+    try:
+        text = path.read_text()
+        data = json.loads(text)
+    except (OSError, ValueError):
+        return []  # load_config reports these
+    if not isinstance(data, dict):
+        return []
+    out = []
+    for dotted, allowed in _unknown_provider_keys(data):
+        key = dotted.rsplit(".", 1)[-1]
+        line = _line_of(text, dotted)
+        where = f"{path}, line {line}" if line else str(path)
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        out.append(f"config file {where}: unknown key {dotted!r} is ignored{hint}")
+    return out

@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from . import __version__
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, config_warnings, load_config
 from .storage import StoreError
 
 _CORS_DEFAULT = "__default__"
@@ -81,6 +81,11 @@ def setup_logging(level: str) -> None:
     ready.setLevel(logging.INFO)  # the ready line prints whatever --log-level says
     # hypercorn's "Running on ..." lines repeat the ready line; keep its warnings only.
     logging.getLogger("hypercorn.error").setLevel(max(logging.WARNING, ready.level))
+    # INFO is for operators (start, stop, turns, errors): the HTTP clients' line per
+    # provider request ("HTTP Request: POST …") only shows at --log-level debug.
+    if level.lower() != "debug":
+        for name in ("httpx", "httpx2", "httpcore", "httpcore2", "anthropic", "openai"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 async def _main(config: Config, cors_flag: bool) -> None:
@@ -107,11 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     expected = (ConfigError, StartupError, StoreError)
     try:
         overrides, cors_flag = overrides_from(args)
-        config = load_config(Path(args.config) if args.config else None, overrides=overrides)
+        path = Path(args.config) if args.config else None
+        config = load_config(path, overrides=overrides)
         setup_logging(config.log_level)
         # A fatal signal (SIGBUS when SQLite's mmapped -shm file becomes unwritable, see
         # docs/security.md) would otherwise end the daemon without a word in its log.
         faulthandler.enable(sys.stderr)
+        from . import reload
+
+        reload.set_loader(lambda: load_config(path, overrides=overrides))
+        for warning in config_warnings(path):
+            logging.getLogger("opencoded.config").warning(warning)
         trio.run(_main, config, cors_flag)
     except expected as exc:
         print(f"opencoded: {exc}", file=sys.stderr)

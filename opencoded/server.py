@@ -23,7 +23,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from . import recovery, retention, systemd
+from . import recovery, reload, retention, systemd
 from .config import Config, ConfigError
 from .daemon import Daemon, DataDirBusy, Endpoints, ensure_token, lock_data_dir
 from .http import hypercorn_fixes
@@ -254,6 +254,7 @@ async def _run_background(daemon: Daemon, *, task_status: trio.TaskStatus) -> No
             nursery.start_soon(retention.run, daemon)
             nursery.start_soon(_discover_models, daemon)
             nursery.start_soon(daemon.mcp.run)  # MCP servers, stopped with the rest
+            nursery.start_soon(reload.watch_sighup, daemon)
             interval = systemd.watchdog_interval()
             if interval is not None:
                 nursery.start_soon(systemd.watchdog, interval, daemon.store.ping)

@@ -174,13 +174,15 @@ async def test_cli_sessions_prune(nursery: trio.Nursery, tmpdir_short: Path) -> 
 
     bad = await cli("--older-than", "a month")
     assert bad.returncode == 2 and b"not an age" in bad.stderr
-    done = await cli("--older-than", "30d")
+    unconfirmed = await cli("--older-than", "30d")  # stdin is no terminal: --yes is needed
+    assert unconfirmed.returncode == 2 and b"--yes" in unconfirmed.stderr
+    done = await cli("--older-than", "30d", "--yes")
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().split() == [old]
     assert done.stderr.decode().strip() == "removed 1 session(s)"
     done = await cli("--older-than", "2w", "--json")
     assert json.loads(done.stdout) == []
-    done = await cli("--older-than", "48h", "--json")
+    done = await cli("--older-than", "48h", "--json", "--yes")
     assert json.loads(done.stdout) == [recent]
     await running.shutdown()
 
@@ -192,7 +194,7 @@ def test_parse_age() -> None:
     assert parse_age("30") == 30
     assert parse_age("2w") == 14
     assert parse_age("12h") == 0.5
-    assert parse_age("90m") == 90 / 1440
-    for bad in ("", "-3d", "3y", "d", "1.d"):
+    assert parse_age("90min") == 90 / 1440
+    for bad in ("", "-3d", "3y", "d", "1.d", "90m", "6mo"):
         with pytest.raises(ValueError):
             parse_age(bad)

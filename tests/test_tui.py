@@ -1,4 +1,5 @@
-"""``opencode tui`` in a real pseudo-terminal (pexpect), against a real daemon and the fake LLM."""
+"""``opencode chat`` (the line chat) in a real pseudo-terminal, against a real daemon and the
+fake LLM."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tests.cli_support import (
     DaemonProcess,
     FakeLLMProcess,
     rmtree,
+    run_cli,
     short_tmp,
     start_daemon,
     start_fake_llm,
@@ -47,7 +49,7 @@ def workdir() -> Iterator[Path]:
 def spawn(daemon: DaemonProcess, cwd: Path, *args: str, **env: str) -> pexpect.spawn:
     return pexpect.spawn(
         OPENCODE,
-        ["tui", *args],
+        ["chat", *args],
         env=daemon.env(**env),
         cwd=str(cwd),
         encoding="utf-8",
@@ -124,3 +126,10 @@ def test_tui_colours_on_a_terminal_unless_no_color(daemon: DaemonProcess, workdi
     finally:
         coloured.close(force=True)
         plain.close(force=True)
+
+
+def test_tui_off_a_terminal_is_the_line_chat(daemon: DaemonProcess, workdir: Path) -> None:
+    res = run_cli("tui", env=daemon.env(), input="/session\n/exit\n", cwd=workdir)
+    assert res.returncode == 0, res.stderr
+    first, sid = res.stdout.splitlines()[0], res.stdout.splitlines()[2].removeprefix(PROMPT)
+    assert first == f"opencode · session {sid}"

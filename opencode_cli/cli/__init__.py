@@ -10,13 +10,25 @@ Adding commands: write a module here with ``register(app: typer.Typer)`` and lis
 (list it too; its ``register`` may do nothing).
 """
 
-from __future__ import annotations
-
+import os
 import sys
+from typing import Annotated
 
 import typer
 
-from . import daemon, info, mcp, projects, send, serve, sessions, tui
+from . import (
+    chat,
+    completion,
+    daemon,
+    info,
+    mcp,
+    permissions,
+    projects,
+    send,
+    serve,
+    sessions,
+    tui,
+)
 
 app = typer.Typer(
     name="opencode",
@@ -35,18 +47,61 @@ _COMMAND_MODULES = (
     sessions,
     projects,
     tui,
+    chat,
     daemon,
     mcp,
+    permissions,
+    completion,
 )
 
 for _module in _COMMAND_MODULES:
     _module.register(app)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from opencode_cli import __version__
+
+        sys.stdout.write(f"opencode {__version__}\n")
+        raise typer.Exit()
+
+
+def _install_completion(value: bool) -> None:
+    if value:
+        shell = completion.detect_shell()
+        completion.report(shell, completion.install(shell))
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", help="Print the version and exit.", is_eager=True, callback=_version
+        ),
+    ] = False,
+    install_completion: Annotated[
+        bool,
+        typer.Option(
+            "--install-completion",
+            help="Install completion for your shell ($SHELL).",
+            is_eager=True,
+            callback=_install_completion,
+        ),
+    ] = False,
+) -> None:
+    """Talk to the opencode daemon: send messages, manage sessions and projects."""
+
+
 def main() -> None:
     """Entry point: map our exceptions to exit codes and one-line messages on stderr."""
     from ._common import EXIT_ERROR, EXIT_INTERRUPTED
 
+    if completion.COMPLETE_VAR in os.environ:
+        from typer._completion_classes import completion_init
+
+        completion_init()
     try:
         _run()
     except KeyboardInterrupt:
@@ -54,8 +109,6 @@ def main() -> None:
         sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
         # `opencode sessions | head -1`: the reader left; exit quietly without a traceback.
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(EXIT_ERROR)
 
@@ -69,10 +122,15 @@ def _run() -> None:
     try:
         app()
     except ConnectError as exc:
-        error(f"{exc}\nIs the daemon running? Start it with `opencode serve`.")
+        error(f"{exc}\nIs the daemon running? Start it with `opencode daemon start`.")
         sys.exit(EXIT_ERROR)
     except APIError as exc:
-        error(f"{exc.message} ({exc.code})")
+        from ._output import short_text, warn
+        from ._turn import key_hint
+
+        error(f"{short_text(exc.message, 500)} ({exc.code})")
+        if hint := key_hint(exc.message):
+            warn(hint)
         sys.exit(EXIT_ERROR)
     except OpencodeError as exc:
         error(str(exc))

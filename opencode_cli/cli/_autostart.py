@@ -1,6 +1,9 @@
 """Starting a background daemon when ``send``, ``tui`` or ``status`` find none on the socket.
 
-The daemon runs detached (own session, stdin from /dev/null) and logs to ``DATA_DIR/opencoded.log``;
+The daemon runs detached (own session, stdin from /dev/null) and logs to ``DATA_DIR/opencoded.log``.
+It listens on the Unix socket only (``--no-tcp``) unless ``OPENCODE_PORT`` asks for TCP: the CLI
+needs nothing else, and a busy port 3000 must not stop ``opencode send``. It inherits this
+shell's environment (provider keys), which is why ``opencode daemon restart`` picks up new ones;
 the CLI polls ``/health`` on the socket until it answers. Two CLIs racing both spawn one, and the
 loser's daemon refuses to start ("already running"); both then find the winner on the socket.
 """
@@ -28,6 +31,12 @@ def ensure_daemon(client: Client) -> None:
         start_daemon(client)
 
 
+def daemon_args(sock: str, env: dict[str, str] | os._Environ[str] = os.environ) -> list[str]:
+    """The command line of a background daemon (see the module docstring for --no-tcp)."""
+    args = [sys.executable, "-m", "opencoded", "--socket", sock]
+    return args if env.get("OPENCODE_PORT") else [*args, "--no-tcp"]
+
+
 def start_daemon(client: Client) -> None:
     sock = client.endpoint.uds
     assert sock is not None, "only the default socket is auto-started"
@@ -36,7 +45,7 @@ def start_daemon(client: Client) -> None:
     log = logdir / "opencoded.log"
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "opencoded", "--socket", sock],
+            daemon_args(sock),
             stdin=subprocess.DEVNULL,
             stdout=fh,
             stderr=fh,

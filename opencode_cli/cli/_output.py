@@ -87,3 +87,82 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m {seconds % 60}s"
     return f"{seconds // 3600}h {seconds % 3600 // 60}m"
+
+
+def confirm(question: str) -> bool:
+    """Ask a yes/no question on the terminal (stderr); anything but y/yes is no."""
+    sys.stderr.write(paint(question, "bold", sys.stderr) + " [y/N] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes")
+
+
+def short_text(text: str, limit: int = 300) -> str:
+    """An error text fit for one line: HTML pages reduced to their words, long text cut."""
+    import re
+
+    if re.search(r"<\s*(!doctype|html|head|body)\b", text, re.IGNORECASE):
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        body = re.sub(r"<(script|style)\b.*?</\1>", " ", text, flags=re.IGNORECASE | re.DOTALL)
+        text = title.group(1) if title else re.sub(r"<[^>]+>", " ", body)
+        text = f"{' '.join(text.split())} (HTML error page)"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Spinner:
+    """``⠋ waiting for the model… 3s`` on a terminal's stderr until stopped; nothing elsewhere.
+
+    A thread redraws it; ``stop`` clears the line so the next output starts clean.
+    """
+
+    FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        import threading
+
+        self.stream = stream or sys.stderr
+        self.enabled = use_color(self.stream)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._label = ""
+        self._since = 0.0
+        self._shown = False
+
+    def start(self, label: str = "waiting for the model") -> None:
+        import threading
+
+        if not self.enabled:
+            return
+        with self._lock:
+            self._label, self._since = label, time.monotonic()
+            if self._thread is None:
+                self._wake.clear()
+                self._thread = threading.Thread(target=self._run, daemon=True)
+                self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self._wake.set()
+        if thread is not None:
+            thread.join()
+        with self._lock:
+            if self._shown:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+                self._shown = False
+
+    def _run(self) -> None:
+        frame = 0
+        while not self._wake.wait(0.1 if frame else 0.3):  # no flicker for instant answers
+            with self._lock:
+                if self._wake.is_set():
+                    return
+                waited = int(time.monotonic() - self._since)
+                text = f"{self.FRAMES[frame % len(self.FRAMES)]} {self._label}… {waited}s"
+                self.stream.write("\r\x1b[K" + paint(text, "dim", self.stream))
+                self.stream.flush()
+                self._shown = True
+            frame += 1

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
+from collections.abc import Callable
 
-from opencode_cli import Client
+import typer
 
-from ._common import usage_error
-from ._output import warn
+from opencode_cli import Client, Event, Permission
+
+from ._common import EXIT_ERROR, usage_error
+from ._output import Spinner, is_tty, paint, warn
+
+TITLE_CHARS = 60
 
 
 def split_model(model: str | None) -> tuple[str | None, str | None]:
@@ -51,3 +58,49 @@ def choose_session(
         provider=provider, model=name, directory=directory, title=title
     )
     return created.id, True
+
+
+def title_for(text: str) -> str:
+    """A session title from its first message: the first non-empty line, cut at a word."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = " ".join(line.split())
+    if len(line) <= TITLE_CHARS:
+        return line
+    cut = line[: TITLE_CHARS - 1].rsplit(" ", 1)[0] or line[: TITLE_CHARS - 1]
+    return cut + "…"
+
+
+def attach(client: Client, session_id: str, *, yes: bool, note: Callable[[str], None]) -> None:
+    """Join a session that may be busy: answer what it waits for, then wait for it to be idle.
+
+    A turn can wait on a permission nobody answers (its client left): show each request; a
+    terminal asks, ``--yes`` allows once, a pipe stops with the command that answers it.
+    """
+    spinner = Spinner()
+    try:
+        while client.sessions.get(session_id).status == "busy":
+            pending = client.permissions.list(session_id)
+            if not pending:
+                spinner.start("waiting for the session's running turn")
+                time.sleep(0.2)
+                continue
+            spinner.stop()
+            for p in pending:
+                _answer_pending(client, session_id, p, yes=yes, note=note)
+    finally:
+        spinner.stop()
+
+
+def _answer_pending(
+    client: Client, session_id: str, p: Permission, *, yes: bool, note: Callable[[str], None]
+) -> None:
+    from ._turn import permission_policy, tool_summary
+
+    what = f"{p.tool} {tool_summary(p.tool, p.args, 200)}"
+    note(paint(f"session {session_id} is waiting for a permission answer:", "yellow", sys.stderr))
+    if not yes and not is_tty(sys.stdin):
+        note(f"  {p.id}: {what}")
+        note(f"answer it with: opencode permissions answer {p.id} once|always|reject")
+        raise typer.Exit(EXIT_ERROR)
+    event = Event(type="permission", data={"id": p.id, "tool": p.tool, "args": p.args})
+    client.permissions.respond(session_id, p.id, permission_policy(yes, note)(event))

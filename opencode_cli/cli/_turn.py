@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from opencode_cli import Client, Event, ProtocolError
 
-from ._output import is_tty, paint
+from ._output import Spinner, is_tty, paint, short_text
 
 #: The argument shown for each known tool (contract section 6); others show compact JSON.
 _KEY_ARG = {
@@ -29,6 +29,19 @@ _KEY_ARG = {
 _TODO_MARKS = {"pending": "[ ]", "in_progress": "[~]", "completed": "[x]"}
 
 Ask = Callable[[Event], str]
+
+#: Lines of a tool's output shown without --verbose.
+TOOL_OUTPUT_LINES = 6
+RESTART_HINT = (
+    "a running daemon keeps the environment it started with: after exporting a key, run "
+    "`opencode daemon restart`; after editing the config file, `opencode daemon reload`"
+)
+
+
+def key_hint(message: str) -> str | None:
+    """The restart hint when an error is about a missing or rejected API key."""
+    keywords = ("API_KEY", "apiKey", "API key", "no model provider is configured")
+    return RESTART_HINT if any(k in message for k in keywords) else None
 
 
 def tool_summary(tool: str, args: Any, width: int = 100) -> str:
@@ -47,11 +60,20 @@ def tool_summary(tool: str, args: Any, width: int = 100) -> str:
 class TextRenderer:
     """Prints events for people; stays plain when the streams are not terminals."""
 
-    def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
+    def __init__(
+        self, stdout: TextIO | None = None, stderr: TextIO | None = None, *, verbose: bool = False
+    ) -> None:
         self.o = stdout or sys.stdout
         self.e = stderr or sys.stderr
+        self.verbose = verbose
+        self.spinner = Spinner(self.e)
         self._mid_line = False  # stdout has text without a final newline
         self._streamed = False  # text-deltas seen for the current text block
+
+    def waiting(self, label: str = "waiting for the model") -> None:
+        """Show the spinner (terminals only) until the next event."""
+        if not self._mid_line or not is_tty(self.o):
+            self.spinner.start(label)
 
     def _text(self, text: str) -> None:
         if not text:
@@ -74,6 +96,7 @@ class TextRenderer:
         self.e.flush()
 
     def event(self, ev: Event) -> None:
+        self.spinner.stop()
         data = ev.data
         if ev.type == "text-delta":
             self._text(str(data.get("text", "")))
@@ -89,20 +112,37 @@ class TextRenderer:
             self.note(
                 f"{arrow} {paint(tool, 'bold', self.e)} {tool_summary(tool, data.get('args'))}"
             )
-        elif ev.type == "tool-result" and data.get("error"):
-            first = (str(data.get("output") or "").strip().splitlines() or ["failed"])[0]
-            self.note(paint(f"  ✗ {data.get('tool', '')}: {first[:200]}", "red", self.e))
+            self.waiting(f"running {tool}")
+        elif ev.type == "tool-result":
+            self._tool_result(data)
+            self.waiting()
         elif ev.type == "todo":  # the session's task list changed: show it whole
             for item in data.get("todos") or []:
                 mark = _TODO_MARKS.get(item.get("status"), "[?]")
                 self.note(paint(f"  {mark} {item.get('content', '')}", "dim", self.e))
         elif ev.type == "error":
             label = paint("error:", "bold red", self.e)
-            self.note(f"{label} {data.get('message', '')} ({data.get('code', '?')})")
+            message = str(data.get("message", ""))
+            self.note(f"{label} {short_text(message)} ({data.get('code', '?')})")
+            if hint := key_hint(message):
+                self.note(paint(f"hint: {hint}", "yellow", self.e))
         elif ev.type == "complete":
             self.end_line()
             if is_tty(self.e):
                 self.note(paint(_summary(data), "dim", self.e))
+
+    def _tool_result(self, data: dict[str, Any]) -> None:
+        """The tool's output, indented: the first lines (all with --verbose), red on failure."""
+        lines = str(data.get("output") or "").rstrip("\n").splitlines()
+        if data.get("error"):
+            first = lines[0] if lines else "failed"
+            self.note(paint(f"  ✗ {data.get('tool', '')}: {first[:200]}", "red", self.e))
+            lines = lines[1:]
+        shown = lines if self.verbose else lines[:TOOL_OUTPUT_LINES]
+        for line in shown:
+            self.note(paint(f"  │ {line if self.verbose else line[:200]}", "dim", self.e))
+        if hidden := len(lines) - len(shown):
+            self.note(paint(f"  │ … {hidden} more line(s) (--verbose shows all)", "dim", self.e))
 
 
 def _summary(data: dict[str, Any]) -> str:
@@ -128,6 +168,9 @@ class JsonRenderer:
         sys.stderr.flush()
 
     def end_line(self) -> None:
+        pass
+
+    def waiting(self, label: str = "") -> None:
         pass
 
 
@@ -178,18 +221,25 @@ def run_turn(
     leaves an agent running unattended.
     """
     try:
+        render.waiting()
         for ev in client.sessions.message(session_id, text=text):
             render.event(ev)
             if ev.type == "permission":
                 answer = ask(ev)
                 client.permissions.respond(session_id, str(ev.data.get("id")), answer)
+                render.waiting(f"running {ev.data.get('tool', 'the tool')}")
             elif ev.type == "complete":
                 return str(ev.data.get("status", "error"))
     except KeyboardInterrupt:
+        if isinstance(render, TextRenderer):
+            render.spinner.stop()
         render.end_line()
         abort_quietly(client, session_id)
         render.note(paint("aborted", "yellow", sys.stderr))
         raise
+    finally:
+        if isinstance(render, TextRenderer):
+            render.spinner.stop()
     raise ProtocolError("the event stream ended before the turn completed")
 
 

@@ -1,4 +1,4 @@
-"""``opencode daemon install|uninstall|start|stop|status`` and ``opencode sessions prune``.
+"""``opencode daemon install|uninstall|start|stop|restart|status``, ``opencode sessions prune``.
 
 Two ways to run the daemon, and every command picks the right one by itself:
 
@@ -11,8 +11,6 @@ Two ways to run the daemon, and every command picks the right one by itself:
 
 Like the rest of the CLI this never imports the daemon, trio or quart.
 """
-
-from __future__ import annotations
 
 import os
 import re
@@ -33,7 +31,9 @@ UNITS = ("opencoded.service", "opencoded.socket")
 STOP_TIMEOUT = 10.0
 EXIT_NOT_RUNNING = 3  # what `systemctl status` and LSB init scripts use
 
-group = typer.Typer(help="Run opencoded as a service: install, start, stop, status.")
+group = typer.Typer(
+    help="Run opencoded as a service: install, start, stop, restart, reload, status."
+)
 
 
 # ---- where things are -----------------------------------------------------------------
@@ -258,6 +258,12 @@ def stop_cmd(url: UrlOpt = None) -> None:
             raise _fail(result)
         out("stopped opencoded")
         return
+    _stop_local(url)
+
+
+def _stop_local(url: str | None) -> None:
+    from ._output import out
+
     endpoint = client(url).endpoint
     if endpoint.uds is None:
         raise usage_error("only the daemon on a local socket can be stopped from here")
@@ -273,6 +279,57 @@ def stop_cmd(url: UrlOpt = None) -> None:
         error(f"opencoded (pid {pid}) did not stop within {STOP_TIMEOUT:g} s")
         raise typer.Exit(EXIT_ERROR)
     out(f"stopped opencoded (pid {pid})")
+
+
+@group.command("restart")
+def restart_cmd(url: UrlOpt = None) -> None:
+    """Stop and start the daemon, so it reads new provider keys and config edits.
+
+    Without systemd the new daemon inherits this shell's environment (e.g. a freshly exported
+    ANTHROPIC_API_KEY); under systemd it gets the user manager's (see `systemctl --user
+    set-environment`). Running turns are aborted and recorded.
+    """
+    from ._output import out
+
+    if managed_by_systemd():
+        if (result := _systemctl("restart", *UNITS)).returncode != 0:
+            raise _fail(result)
+        out("restarted opencoded.service")
+        return
+    c = client(url)
+    if c.endpoint.uds is None:
+        raise usage_error("only the daemon on the local socket can be restarted from here")
+    _stop_local(url)
+    from ._autostart import start_daemon
+
+    start_daemon(c)
+
+
+@group.command("reload")
+def reload_cmd(url: UrlOpt = None) -> None:
+    """Re-read the config file (providers, model, permissions) without stopping turns.
+
+    Sends SIGHUP; the daemon logs what it applied. Keys exported in a shell reach only a
+    restarted daemon: use `opencode daemon restart` for those.
+    """
+    from ._output import out
+
+    if managed_by_systemd():
+        if (result := _systemctl("kill", "-s", "HUP", "opencoded.service")).returncode != 0:
+            raise _fail(result)
+        out("asked opencoded.service to reload its config (see journalctl --user -u opencoded)")
+        return
+    endpoint = client(url).endpoint
+    if endpoint.uds is None:
+        raise usage_error("only the daemon on a local socket can be reloaded from here")
+    pid = running_pid(Path(endpoint.uds))
+    if pid is None:
+        from ._output import error
+
+        error("opencoded is not running")
+        raise typer.Exit(EXIT_ERROR)
+    os.kill(pid, signal.SIGHUP)
+    out(f"asked opencoded (pid {pid}) to reload its config file")
 
 
 @group.command("status")
@@ -315,15 +372,27 @@ def status_cmd(url: UrlOpt = None, json_: JsonOpt = False) -> None:
 
 # ---- opencode sessions prune --------------------------------------------------------------
 
-_UNITS_IN_DAYS = {"d": 1.0, "w": 7.0, "h": 1 / 24, "m": 1 / 1440}
+_UNITS_IN_DAYS = {"d": 1.0, "w": 7.0, "h": 1 / 24, "min": 1 / 1440}
+AGE_HELP = "30d, 2w, 12h or 90min (days, weeks, hours, minutes)"
 
 
 def parse_age(text: str) -> float:
-    """`30d`, `2w`, `12h`, `90m`, or a plain number of days -> days."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([dwhm]?)\s*", text.lower())
+    """`30d`, `2w`, `12h`, `90min`, or a plain number of days -> days.
+
+    A bare `m` is refused: people read it as months as often as minutes.
+    """
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", text.lower())
     if match is None:
-        raise ValueError(f"not an age: {text!r} (examples: 30d, 2w, 12h)")
-    return float(match.group(1)) * _UNITS_IN_DAYS[match.group(2) or "d"]
+        raise ValueError(f"not an age: {text!r} (use {AGE_HELP})")
+    number, unit = float(match.group(1)), match.group(2) or "d"
+    if unit in ("m", "mo", "month", "months"):
+        raise ValueError(
+            f"{text!r} is ambiguous: write {match.group(1)}min for minutes, "
+            f"or days for months (e.g. {int(number * 30)}d)"
+        )
+    if unit not in _UNITS_IN_DAYS:
+        raise ValueError(f"unknown unit {unit!r} in {text!r} (use {AGE_HELP})")
+    return number * _UNITS_IN_DAYS[unit]
 
 
 @_sessions.group.command("prune")
@@ -331,22 +400,57 @@ def prune(
     older_than: Annotated[
         str,
         typer.Option(
-            "--older-than", help="Remove sessions not updated for this long: 30d, 2w, 12h."
+            "--older-than", help=f"Remove sessions not updated for this long: {AGE_HELP}."
         ),
     ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="List what would be removed; remove nothing.")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask (needed when stdin is no terminal).")
+    ] = False,
     url: UrlOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Remove old sessions (not busy ones) with their messages and events."""
+    """Remove old sessions (not busy ones) with their messages and events.
+
+    Asks first on a terminal; scripts pass --yes.
+    """
     from opencode_cli._routes import Call
 
-    from ._output import err, out, print_json
+    from ._output import confirm, err, is_tty, out, print_json
 
     try:
         days = parse_age(older_than)
     except ValueError as exc:
         raise usage_error(str(exc)) from None
     c = client(url)
+    cutoff = time.time() - days * 86400
+    doomed = [
+        s
+        for s in c.sessions.iter(page_size=100)
+        if s.status != "busy" and (s.updated or s.created or 0) < cutoff
+    ]
+    if dry_run:
+        _print_doomed(doomed, json_)
+        err(f"would remove {len(doomed)} session(s) not updated for {_span(days)}")
+        return
+    if not doomed:
+        err("no session to remove")
+        if json_:
+            print_json([])
+        return
+    if not yes:
+        if not is_tty(sys.stdin):
+            raise usage_error(
+                f"this removes {len(doomed)} session(s): pass --yes to confirm, "
+                "or --dry-run to list them"
+            )
+        _print_doomed(doomed, False)
+        span = _span(days)
+        if not confirm(f"Remove these {len(doomed)} session(s), not updated for {span}?"):
+            err("nothing removed")
+            raise typer.Exit(EXIT_ERROR)
     deleted = c._call(Call("POST", "/sessions/prune", json={"older_than_days": days}))["deleted"]
     if json_:
         print_json(deleted)
@@ -354,6 +458,26 @@ def prune(
     for session_id in deleted:
         out(session_id)
     err(f"removed {len(deleted)} session(s)")
+
+
+def _span(days: float) -> str:
+    """Days in words a person checks at a glance: `6 minutes`, `12 hours`, `30 days`."""
+    for size, unit in ((1.0, "day"), (1 / 24, "hour"), (1 / 1440, "minute")):
+        if days >= size or unit == "minute":
+            count = round(days / size, 2)
+            return f"{count:g} {unit}{'' if count == 1 else 's'}"
+    raise AssertionError
+
+
+def _print_doomed(doomed: list, json_: bool) -> None:
+    from ._output import print_json, table, when
+
+    if json_:
+        print_json([s.raw for s in doomed])
+        return
+    table(
+        ("ID", "UPDATED", "TITLE"), [(s.id, when(s.updated or s.created), s.title) for s in doomed]
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -1,7 +1,5 @@
 """``opencode status``, ``providers``, ``models`` and ``token``: facts about the daemon."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
@@ -37,15 +35,30 @@ def status(url: UrlOpt = None, json_: JsonOpt = False, no_start: NoStartOpt = Fa
 
 
 def providers(url: UrlOpt = None, json_: JsonOpt = False) -> None:
-    """List the configured providers and their models."""
-    from ._output import print_json, table
+    """List the providers, whether each is configured (usable), and their models."""
+    from ._output import err, print_json, table
 
     items = client(url).providers()
     if json_:
         print_json([p.raw for p in items])
         return
-    rows = [(p.id, p.name, ", ".join(_model_name(m) for m in p.models)) for p in items]
-    table(("ID", "NAME", "MODELS"), rows)
+    rows = [(p.id, p.name, _usable(p.raw.get("configured")), _models_cell(p.models)) for p in items]
+    table(("ID", "NAME", "CONFIGURED", "MODELS"), rows)
+    if not any(p.raw.get("configured") for p in items):
+        err(
+            "no provider is configured: set ANTHROPIC_API_KEY or OPENAI_API_KEY (then "
+            "`opencode daemon restart`), or add one to the config file"
+        )
+
+
+def _usable(configured: object) -> str:
+    return {True: "yes", False: "no"}.get(configured, "?")  # type: ignore[call-overload]
+
+
+def _models_cell(models: list[object], limit: int = 4) -> str:
+    names = [_model_name(m) for m in models]
+    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 def _model_name(model: object) -> str:

@@ -1,7 +1,5 @@
 """``opencode projects`` (list, add, remove) and ``opencode files``."""
 
-from __future__ import annotations
-
 import os
 from typing import TYPE_CHECKING, Annotated
 
@@ -37,19 +35,44 @@ def list_projects(url: UrlOpt = None, json_: JsonOpt = False) -> None:
 
 @group.command()
 def add(
-    name: Annotated[str, typer.Argument(help="Project name.")],
-    path: Annotated[str, typer.Argument(help="Project directory.")] = ".",
+    target: Annotated[
+        str, typer.Argument(help="The project directory (or, with PATH, the name).")
+    ] = ".",
+    path: Annotated[
+        str | None,
+        typer.Argument(help="Directory, in the older `add NAME PATH` form.", show_default=False),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Project name [default: the directory's name].")
+    ] = None,
     url: UrlOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Register a directory as a project."""
-    from ._output import out, print_json
+    """Register a directory as a project: `opencode projects add [PATH] [--name NAME]`."""
+    from ._common import usage_error
+    from ._output import err, out, print_json
 
-    project = client(url).projects.create(name, os.path.realpath(path))
+    if path is not None:
+        if name is not None:
+            raise usage_error("give the name either as --name or before the path, not both")
+        name, directory = target, path
+    else:
+        directory = target
+    real = os.path.realpath(directory)
+    if not os.path.isdir(real):
+        raise usage_error(f"not a directory: {directory}")
+    name = name or os.path.basename(real) or real
+    c = client(url)
+    existing = next((p for p in c.projects.list() if p.path == real), None)
+    project = existing or c.projects.create(name, real)
     if json_:
         print_json(project.raw)
+        return
+    out(project.id)
+    if existing is not None:
+        err(f"{real} is already registered as project {existing.name!r}")
     else:
-        out(project.id)
+        err(f"registered {real} as project {project.name!r}")
 
 
 @group.command()
@@ -105,7 +128,7 @@ def files(
     table(("NAME", "TYPE", "SIZE"), rows)
 
 
-def _project_for(c: Client, directory: str) -> Project | None:
+def _project_for(c: "Client", directory: str) -> "Project | None":
     """The registered project whose path is the deepest ancestor of ``directory``."""
     best = None
     for p in c.projects.list():

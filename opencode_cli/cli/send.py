@@ -1,7 +1,5 @@
 """``opencode send``: one turn from a shell or a script."""
 
-from __future__ import annotations
-
 import sys
 from typing import Annotated
 
@@ -32,7 +30,13 @@ def send(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Allow every permission request (once each).")
     ] = False,
-    title: Annotated[str | None, typer.Option("--title", help="Title of a new session.")] = None,
+    title: Annotated[
+        str | None,
+        typer.Option("--title", help="Title of a new session [default: the message's first line]."),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show tools' whole output, not the first lines.")
+    ] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the raw NDJSON events.")] = False,
     url: UrlOpt = None,
     no_start: NoStartOpt = False,
@@ -41,13 +45,17 @@ def send(
     from opencode_cli import InvalidRequestError, PayloadTooLargeError
 
     from ._output import error
-    from ._sessions import choose_session
+    from ._sessions import attach, choose_session, title_for
     from ._turn import JsonRenderer, TextRenderer, permission_policy, run_turn
 
     text = _message_text(message)
     c = client(url, autostart=True, no_start=no_start)
-    sid, created = choose_session(c, session=session, cont=cont, model=model, title=title)
-    render = JsonRenderer() if json_ else TextRenderer()
+    sid, created = choose_session(
+        c, session=session, cont=cont, model=model, title=title or title_for(text)
+    )
+    render = JsonRenderer() if json_ else TextRenderer(verbose=verbose)
+    if not created:
+        attach(c, sid, yes=yes, note=render.note)
     try:
         status = run_turn(c, sid, text, render, permission_policy(yes, render.note))
     except (InvalidRequestError, PayloadTooLargeError):

@@ -4,8 +4,6 @@ It execs ``python -m opencoded`` with the arguments untouched, so the flags and 
 daemon's own and the CLI process never imports the daemon (or trio).
 """
 
-from __future__ import annotations
-
 import os
 import sys
 

@@ -3,8 +3,6 @@
 Other modules add subcommands with ``@sessions.group.command()`` (e.g. ``sessions prune``).
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 import typer
@@ -109,14 +107,22 @@ def abort(session_id: IdArg, url: UrlOpt = None, json_: JsonOpt = False) -> None
         out("aborted" if aborted else "no turn was running")
 
 
-def messages(session_id: IdArg, url: UrlOpt = None, json_: JsonOpt = False) -> None:
-    """Show a session's conversation."""
+OptionalIdArg = Annotated[
+    str | None,
+    typer.Argument(help="Session id [default: this directory's latest].", show_default=False),
+]
+
+
+def messages(session_id: OptionalIdArg = None, url: UrlOpt = None, json_: JsonOpt = False) -> None:
+    """Show a session's conversation (this directory's latest session by default)."""
     import sys
 
     from ._output import out, paint, print_json
     from ._turn import tool_summary
 
-    items = client(url).sessions.messages(session_id)
+    c = client(url)
+    session_id = session_id or directory_session(c)
+    items = c.sessions.messages(session_id)
     if json_:
         print_json([m.raw for m in items])
         return
@@ -132,6 +138,66 @@ def messages(session_id: IdArg, url: UrlOpt = None, json_: JsonOpt = False) -> N
                 out(f"→ {part.tool} {tool_summary(part.tool or '', part.args)}{mark}")
 
 
+def diff(session_id: OptionalIdArg = None, url: UrlOpt = None) -> None:
+    """Show the unified diff of a session's changes (this directory's latest by default)."""
+    import sys
+    from urllib.parse import quote
+
+    from opencode_cli import APIError
+
+    from ._common import EXIT_ERROR
+    from ._output import error, paint
+
+    c = client(url)
+    session_id = session_id or directory_session(c)
+    try:
+        body = c._transport.request("GET", f"/sessions/{quote(session_id, safe='')}/diff")
+    except APIError as exc:
+        if exc.code == "NOT_FOUND" and "no route" in exc.message:
+            error("this daemon does not serve GET /sessions/:id/diff yet; a newer opencoded does")
+            raise typer.Exit(EXIT_ERROR) from None
+        raise
+    colours = {"+": "green", "-": "red", "@": "cyan"}
+    for line in diff_text(body).splitlines():
+        style = None if line.startswith(("+++", "---")) else colours.get(line[:1])
+        sys.stdout.write((paint(line, style, sys.stdout) if style else line) + "\n")
+
+
+def diff_text(raw: bytes) -> str:
+    """A diff route's answer as unified diff text, whether plain text or wrapped in JSON."""
+    import json
+
+    text = raw.decode("utf-8", "replace")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(doc, dict):
+        for key in ("diff", "patch"):
+            if isinstance(doc.get(key), str):
+                return doc[key]
+        files = doc.get("files")
+        if isinstance(files, list):
+            return "\n".join(str(f.get("diff") or f.get("patch") or "") for f in files)
+    return json.dumps(doc, indent=2)
+
+
+def directory_session(c: Any) -> str:
+    """This directory's latest session, or exit 1 saying there is none."""
+    import os
+
+    from ._common import EXIT_ERROR
+    from ._output import error
+    from ._sessions import latest_for_directory
+
+    found = latest_for_directory(c, os.path.realpath(os.getcwd()))
+    if found is None:
+        error("no session in this directory: pass a session id (see `opencode sessions`)")
+        raise typer.Exit(EXIT_ERROR)
+    return found
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(group, name="sessions")
     app.command()(messages)
+    app.command()(diff)

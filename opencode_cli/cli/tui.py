@@ -1,79 +1,49 @@
-"""``opencode tui``: a line-oriented chat on one session in the terminal.
+"""``opencode tui``: the full-screen terminal app (``opencode_cli.tui``, built on Textual).
 
-Enter sends, the reply streams, tool calls show as lines, permission requests are asked inline;
-Ctrl-C during a turn aborts it (on the daemon) and returns to the prompt, Ctrl-D leaves.
+Textual is imported inside the command only: every other command starts as fast as before.
+Off a terminal (a pipe, ``TERM=dumb``) it runs the line chat (``opencode chat``) instead.
 """
 
-from __future__ import annotations
-
+import os
+import sys
 from typing import Annotated
 
 import typer
 
 from ._common import NoStartOpt, UrlOpt, client
 
-PROMPT = "> "
-HELP = "Enter sends · Ctrl-C aborts a turn · Ctrl-D or /exit leaves · /session shows the id"
-
 
 def tui(
     session: Annotated[
-        str | None, typer.Option("--session", "-s", help="Chat in this session id.")
+        str | None, typer.Option("--session", "-s", help="Open this session id.")
     ] = None,
     cont: Annotated[
-        bool, typer.Option("--continue", "-c", help="Continue this directory's latest session.")
+        bool, typer.Option("--continue", "-c", help="Open this directory's latest session.")
     ] = False,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="PROVIDER/MODEL for a new session.")
+        str | None, typer.Option("--model", "-m", help="PROVIDER/MODEL for new sessions.")
     ] = None,
     url: UrlOpt = None,
     no_start: NoStartOpt = False,
 ) -> None:
-    """Chat with the agent in this terminal."""
-    import contextlib
-    import sys
+    """Full-screen app: conversation, tools, permissions, sessions, models (Ctrl-Q quits)."""
+    from ._output import is_tty
 
-    from opencode_cli import APIError, ProtocolError
+    if not (is_tty(sys.stdin) and is_tty(sys.stdout)) or os.environ.get("TERM") == "dumb":
+        from .chat import chat
 
-    from ._output import error, out, paint
-    from ._sessions import choose_session
-    from ._turn import TextRenderer, permission_policy, run_turn
+        chat(session=session, cont=cont, model=model, url=url, no_start=no_start)
+        return
+    from ._sessions import latest_for_directory, split_model
 
-    with contextlib.suppress(ImportError):
-        import readline  # noqa: F401  (line editing and history for input())
-
+    provider, name = split_model(model)
     c = client(url, autostart=True, no_start=no_start)
-    sid, _ = choose_session(c, session=session, cont=cont, model=model)
-    out(paint(f"opencode · session {sid}", "bold", sys.stdout))
-    out(paint(HELP, "dim", sys.stdout))
-    render = TextRenderer()
-    ask = permission_policy(False, render.note)
-    while True:
-        try:
-            line = input(PROMPT)
-        except EOFError:
-            out()
-            return
-        except KeyboardInterrupt:
-            out()
-            continue
-        text = line.strip()
-        if not text:
-            continue
-        if text in ("/exit", "/quit"):
-            return
-        if text == "/session":
-            out(sid)
-            continue
-        try:
-            status = run_turn(c, sid, text, render, ask)
-        except KeyboardInterrupt:
-            continue
-        except (APIError, ProtocolError) as exc:
-            error(str(exc))
-            continue
-        if status not in ("completed", "aborted"):
-            error(f"turn ended with status {status!r}")
+    if cont and not session:
+        session = latest_for_directory(c, os.path.realpath(os.getcwd()))
+    from opencode_cli.tui import OpencodeApp
+
+    app = OpencodeApp(url=url, session_id=session, model=f"{provider}/{name}" if provider else None)
+    app.run()
 
 
 def register(app: typer.Typer) -> None:

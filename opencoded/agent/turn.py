@@ -388,7 +388,12 @@ class AgentTurn:
         events = []
         if error is not None:
             events.append(self.log.reserve("error", {"code": error[0], "message": error[1]}))
-        events.append(self.log.reserve("complete", self._complete_data(status)))
+        data = self._complete_data(status)
+        events.append(self.log.reserve("complete", data))
+        log.info(  # the operator's line per turn (provider HTTP requests log at DEBUG)
+            "turn %s in %s: %s, %d tokens, %.1f s",
+            self.turn.id, self.session_id, status, data["tokens"], data["duration_ms"] / 1000,
+        )  # fmt: skip
         record = self._turn_record(status)
         message = self._message() if self.parts else None
         callbacks = [self.log.callbacks] * len(events)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -51,8 +52,17 @@ def _api_message(body: Any, fallback: str) -> str:
         if isinstance(body.get("message"), str):
             return body["message"]
     if isinstance(body, str) and body:
-        return body
-    return fallback
+        return _plain(body)
+    return _plain(fallback)
+
+
+def _plain(text: str, limit: int = 300) -> str:
+    """A proxy's or gateway's HTML error page as its title (or words), cut to one line."""
+    if re.search(r"<\s*(!doctype|html|head|body)\b", text, re.IGNORECASE):
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        text = title.group(1) if title else re.sub(r"<[^>]+>", " ", text)
+        text = f"{' '.join(text.split())} (an HTML page, not an API answer)"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _error_type(body: Any) -> str | None:
@@ -106,8 +116,13 @@ def from_status(
 
 
 def connection_error(provider: str, exc: BaseException) -> ProviderError:
-    """The request never got an answer (refused, DNS, timeout)."""
-    return ProviderError(f"{provider} unreachable: {exc}", retryable=True)
+    """The request never got an answer (refused, DNS, timeout); names the URL tried."""
+    request = getattr(exc, "request", None)
+    try:
+        url = f" at {request.url}" if request is not None else ""
+    except RuntimeError:  # httpx raises when a request was never attached
+        url = ""
+    return ProviderError(f"{provider} unreachable{url}: {exc}", retryable=True)
 
 
 def stream_cut(provider: str, exc: BaseException | None = None) -> ProviderError:

@@ -110,6 +110,9 @@ def _spec(pid: str, entry: dict[str, Any], env: Mapping[str, str]) -> ProviderSp
         api_key = env.get(f"{prefix}_API_KEY") or api_key
         base_url = env.get(f"{prefix}_BASE_URL") or base_url or default_url
         key_hint = f"{prefix}_API_KEY or {key_hint}"
+    if kind == "anthropic" and isinstance(base_url, str):
+        # The SDK appends /v1/messages itself; `…/v1` (as OpenAI URLs are written) would 404.
+        base_url = base_url.rstrip("/").removesuffix("/v1") or base_url
     name = entry.get("name") or (builtin[1] if builtin else pid)
     return ProviderSpec(pid, kind, str(name), api_key, base_url, models, key_hint)
 
