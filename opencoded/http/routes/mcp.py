@@ -11,7 +11,7 @@ from quart_trio import QuartTrio
 from ...agent.toolbox import read_todos
 from ...errors import InvalidRequest, NotFound
 from ..app import get_daemon
-from .openapi import op, path_param
+from .openapi import array_of, op, path_param, ref
 from .sessions import load_session
 
 RESTART_GRACE = 5.0  # seconds beyond the server's own connect timeout
@@ -81,10 +81,18 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
 }
 
 OPENAPI_PATHS: dict[str, dict[str, Any]] = {
-    "/mcp": {"get": op("MCP servers: status, error and tools (array of McpServer)")},
+    "/mcp": {
+        "get": op(
+            "MCP servers: status, error and tools (array of McpServer)",
+            op_id="listMcpServers",
+            schema=array_of("McpServer"),
+        )
+    },
     "/mcp/{name}/restart": {
         "post": op(
             "Reconnect an MCP server now; answers its McpServer once connected or failed",
+            op_id="restartMcpServer",
+            schema=ref("McpServer"),
             params=[path_param("name")],
             errors=(400, 404),
         )
@@ -92,6 +100,8 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
     "/sessions/{session_id}/todo": {
         "get": op(
             "The session's task list (array of Todo)",
+            op_id="getSessionTodo",
+            schema=array_of("Todo"),
             params=[path_param("session_id")],
             errors=(404,),
         )
