@@ -137,6 +137,11 @@ def write_config(path: Path, llm_url: str | None, extra: dict[str, Any] | None =
     path.write_text(json.dumps(config))
 
 
+def _mkdir(path: Path) -> Path:
+    path.mkdir(exist_ok=True)
+    return path
+
+
 def start_daemon(
     llm_url: str | None = None,
     *,
@@ -157,7 +162,9 @@ def start_daemon(
         stderr=subprocess.PIPE,
         text=True,
         env=clean_env(),
-        cwd=tmp,
+        # Its working directory (the default for a session with none given) must not be
+        # the dir holding the data dir: the daemon refuses that as too broad a root.
+        cwd=_mkdir(tmp / "work"),
     )
     watch = StderrWatch(proc)
     try:

@@ -150,7 +150,7 @@ def test_prune_refuses_m_confirms_on_a_tty_and_has_dry_run(fake: FakeLLMProcess)
     env = d.env()
     try:
         with Client(d.unix_url) as c:
-            made = {c.sessions.create(directory=str(d.tmp)).id for _ in range(2)}
+            made = {c.sessions.create(directory=str(d.tmp / "work")).id for _ in range(2)}
         ambiguous = run_cli("sessions", "prune", "--older-than", "6m", env=env)
         assert ambiguous.returncode == 2
         assert "6min" in ambiguous.stderr

@@ -496,13 +496,12 @@ async def test_bash_background_children_do_not_outlive_the_command(root: Path) -
 async def test_bash_timeout_kills_the_group(root: Path) -> None:
     spawned: list[int] = []
     ctx = ctx_for(root, on_spawn=spawned.append)
-    start = time.monotonic()
-    out = await run_tool(
-        "bash",
-        {"command": "sleep 600 & echo $! > bg.pid; echo before; sleep 600", "timeout": 0.5},
-        ctx,
-    )
-    assert time.monotonic() - start < 3
+    with trio.fail_after(10):  # a hang bound: the 0.5 s timeout itself is what is tested
+        out = await run_tool(
+            "bash",
+            {"command": "sleep 600 & echo $! > bg.pid; echo before; sleep 600", "timeout": 0.5},
+            ctx,
+        )
     assert out.error and "before" in out.output and "timed out after 0.5 s" in out.output
     pid = int((root / "bg.pid").read_text())
     assert await await_until(lambda: not alive(pid) and not alive(spawned[0]), 2.0)
@@ -529,14 +528,12 @@ async def test_bash_cancellation_kills_group_before_returning(root: Path) -> Non
         child = int(pidfile.read_text())
         assert alive(pgid) and alive(child)
         assert os.getpgid(child) == pgid  # on_spawn reports the command's process group
-        start = time.monotonic()
         nursery.cancel_scope.cancel()
-    elapsed = time.monotonic() - start
-    assert elapsed < 1.0
+    # The cancelled call returned only after the group exited (the order says so).
     assert events == [("spawn", pgid), ("exit", pgid)]
     with pytest.raises(ChildProcessError):
         os.waitpid(pgid, os.WNOHANG)  # the leader was reaped, not left a zombie
-    assert await await_until(lambda: not alive(child), 1.0 - elapsed + 0.5)
+    assert await await_until(lambda: not alive(child), 5.0)
 
 
 CHILD_SCRIPT = textwrap.dedent(
