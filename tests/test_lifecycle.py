@@ -509,3 +509,16 @@ async def test_daemon_shutdown_is_clean_with_held_streams(
             assert r.status_code == 200
             with trio.fail_after(10):
                 await running.shutdown()
+
+
+async def test_a_refused_message_leaves_no_runtime_open(
+    nursery: trio.Nursery, tmpdir_short: Path
+) -> None:
+    running = await start_daemon(nursery, tmpdir_short)  # no provider configured
+    async with running.unix() as c:
+        sid = await new_session(c, workdir(tmpdir_short))
+        refused = await c.post(f"/sessions/{sid}/messages", json=message_body("hi"))
+        assert refused.status_code == 400, refused.text
+        # Before, the runtime opened for the message stayed for the daemon's lifetime.
+        assert (await c.get("/health")).json()["sessions_open"] == 0
+    await running.shutdown()

@@ -141,29 +141,32 @@ async def submit_message(daemon: Daemon, session_id: str, parts: list[dict]) -> 
         ran = runtime is not None and runtime.busy
         snapshot = await _snapshot(daemon, session_id, with_last_seq=runtime is None)
         clean = validate_parts(parts)
-        if runtime is None:
-            assert snapshot.last_seq is not None
-            runtime = sessions.open_locked(session_id, snapshot.last_seq)
-        _check_free(daemon, session_id, runtime)
-        await sessions.store_pending_end(runtime)
-        if ran:  # it has ended since: read what it stored
-            snapshot = await _snapshot(daemon, session_id, with_last_seq=False)
-        session, history = snapshot.session, snapshot.messages
-        provider_id, model = _resolve_model(daemon, session)
-        root = await _project_root(daemon, session)
-        _check_free(daemon, session_id, runtime)  # nothing awaits from here on but the queue
-        turn_id, user_id, reply_id = new_id("turn"), new_id("msg"), new_id("msg")
-        user = Message(user_id, session_id, turn_id, "user", clean, now())
-        recorded = await daemon.store.start_turn(
-            user, Turn(turn_id, session_id, reply_id, "running", started=time.time())
-        )
-        plan = TurnPlan(session, provider_id, model, root, [*history, user], recorded.wait)
-        start_seq = runtime.log.last_seq
+        if runtime is None or runtime.closed:  # not open, or reclaimed during the read
+            last_seq = snapshot.last_seq
+            if last_seq is None:
+                last_seq = await daemon.store.last_seq(session_id) or 0
+            runtime = sessions.open_locked(session_id, last_seq)
+        with sessions.using(runtime):  # not reclaimed under us; released on any error
+            _check_free(daemon, session_id, runtime)
+            await sessions.store_pending_end(runtime)
+            if ran:  # it has ended since: read what it stored
+                snapshot = await _snapshot(daemon, session_id, with_last_seq=False)
+            session, history = snapshot.session, snapshot.messages
+            provider_id, model = _resolve_model(daemon, session)
+            root = await _project_root(daemon, session)
+            _check_free(daemon, session_id, runtime)  # nothing awaits from here but the queue
+            turn_id, user_id, reply_id = new_id("turn"), new_id("msg"), new_id("msg")
+            user = Message(user_id, session_id, turn_id, "user", clean, now())
+            recorded = await daemon.store.start_turn(
+                user, Turn(turn_id, session_id, reply_id, "running", started=time.time())
+            )
+            plan = TurnPlan(session, provider_id, model, root, [*history, user], recorded.wait)
+            start_seq = runtime.log.last_seq
 
-        async def body(runtime_: SessionRuntime, turn: RunningTurn) -> None:
-            await AgentTurn(daemon, runtime_, turn, plan).run()
+            async def body(runtime_: SessionRuntime, turn: RunningTurn) -> None:
+                await AgentTurn(daemon, runtime_, turn, plan).run()
 
-        running = sessions.start_turn(runtime, turn_id, reply_id, body)
+            running = sessions.start_turn(runtime, turn_id, reply_id, body)
     return SubmittedTurn(turn_id, reply_id, user_id, start_seq, running, runtime.log, recorded.wait)
 
 

@@ -47,7 +47,8 @@ from ..providers.retry import stream_with_retry
 from ..records import Event, Message, PermissionRequest, Session, Turn, new_id, now
 from ..sessions import RunningTurn, SessionRuntime
 from ..storage import StoreError
-from ..tools import ToolOutput
+from ..storage.store import PendingWrite
+from ..tools import ToolContext, ToolOutput
 from ..tools.sandbox import jail_for
 from . import toolbox
 from .context import conversation
@@ -122,16 +123,7 @@ class AgentTurn:
         self.first_out = False
         self.lost_at_start = runtime.log.lost
         self.runtime = runtime
-        root = Path(plan.session.directory).resolve()
-        bash_timeout = daemon.config.agent.bash_timeout
-        self.tool_ctx = toolbox.tool_context(
-            daemon,
-            runtime.log,
-            runtime.id,
-            root=root,
-            bash_timeout=bash_timeout,
-            jail=jail_for(daemon.config, daemon.endpoints.unix),
-        )
+        self.tool_ctx: ToolContext  # set by _prepare, inside run()'s error handling
         spec = daemon.providers.specs.get(plan.provider_id)
         kind = spec.kind if spec is not None else "openai-compatible"
         self.price_provider = kind if kind != "openai-compatible" else None
@@ -164,12 +156,23 @@ class AgentTurn:
             final = status or ("error" if error else "aborted")
             await self._finalise(final, error)
 
+    def _prepare(self) -> str:
+        """The tool context and the system prompt. Blocking (it resolves the session
+        directory and reads AGENTS.md files): run in a worker thread."""
+        root = Path(self.plan.session.directory).resolve()
+        self.tool_ctx = toolbox.tool_context(
+            self.daemon,
+            self.log,
+            self.session_id,
+            root=root,
+            bash_timeout=self.daemon.config.agent.bash_timeout,
+            jail=jail_for(self.daemon.config, self.daemon.endpoints.unix),
+        )
+        return system_prompt(root, self.plan.project_root)
+
     async def _loop(self) -> None:
         messages = conversation(m for m in self.plan.history if m.id != self.turn.message_id)
-        # Off the Trio thread: it reads AGENTS.md files.
-        system = await trio.to_thread.run_sync(
-            system_prompt, self.tool_ctx.root, self.plan.project_root
-        )
+        system = await trio.to_thread.run_sync(self._prepare, abandon_on_cancel=True)
         provider = self.daemon.providers.get(self.plan.provider_id)
         max_steps = max(1, self.daemon.config.agent.max_steps)
         for step in range(max_steps):
@@ -397,6 +400,7 @@ class AgentTurn:
         record = self._turn_record(status)
         message = self._message() if self.parts else None
         callbacks = [self.log.callbacks] * len(events)
+        queued: list[PendingWrite] = []  # the one CloseTurn job, once queued
 
         async def store_end() -> None:
             try:
@@ -406,11 +410,18 @@ class AgentTurn:
                 for event in events:
                     self.log.callbacks[1](event)  # settled, so nobody waits for them
                 return
-            await self.store.close_turn(record, events, message, callbacks)
+            # Queued once and waited on again by a later caller (the next submit): a job
+            # still in flight when the wait timed out will commit, and queueing it twice
+            # would store its events twice. Only a failed job is queued anew.
+            if not queued or queued[-1].failed:
+                queued.append(await self.store.queue_close_turn(record, events, message, callbacks))
+            await queued[-1].wait()
 
         with trio.CancelScope(shield=True) as scope:
             self.turn.final_scope = scope
             scope.deadline = trio.current_time() + FINALISE_TIMEOUT
+            if self.turn.out_of_time:
+                scope.cancel()  # the shutdown's budget is spent: recovery closes this turn
             try:
                 await store_end()
                 return

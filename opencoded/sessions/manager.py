@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
 import attrs
@@ -50,6 +50,14 @@ class RunningTurn:
     final_scope: trio.CancelScope | None = None
     # End events that could not be stored: the turn's own stream still gets them.
     unrecorded: list[Event] = attrs.Factory(list)
+    out_of_time: bool = False  # a shutdown's budget ran out: do not start recording now
+
+    def stop_now(self) -> None:
+        """Shutdown out of time: stop the turn's finalisation, started or not."""
+        self.out_of_time = True
+        self.scope.cancel()
+        if self.final_scope is not None:
+            self.final_scope.cancel()
 
 
 @attrs.define(eq=False)
@@ -78,6 +86,7 @@ class SessionManager:
         self.store = store
         self._nursery = nursery
         self._runtimes: dict[str, SessionRuntime] = {}
+        self._turns: set[RunningTurn] = set()  # running, whatever became of their session
         self._locks: dict[str, trio.Lock] = {}
         self.feed = Broadcaster()
         self.stopping = False
@@ -147,6 +156,12 @@ class SessionManager:
                     if last_seq is None:
                         raise SessionNotFound(session_id)
                     runtime = self.open_locked(session_id, last_seq)
+        with self.using(runtime):
+            yield runtime
+
+    @contextmanager
+    def using(self, runtime: SessionRuntime) -> Iterator[SessionRuntime]:
+        """Count a user of `runtime` for the block: it is not reclaimed meanwhile."""
         runtime.users += 1
         try:
             yield runtime
@@ -179,6 +194,7 @@ class SessionManager:
             )
         turn = RunningTurn(turn_id, message_id)
         runtime.turn = turn
+        self._turns.add(turn)
         self.notify("session.status", runtime.id, status="busy")
         self._nursery.start_soon(self._run_turn, runtime, turn, body)
         return turn
@@ -193,6 +209,7 @@ class SessionManager:
             log.exception("turn %s of session %s crashed", turn.id, runtime.id)
         finally:
             runtime.turn = None
+            self._turns.discard(turn)
             turn.done.set()
             self.notify("session.status", runtime.id, status="idle")
             self._reclaim_if_idle(runtime)
@@ -234,7 +251,8 @@ class SessionManager:
         for start in range(0, len(session_ids), 100):
             async with AsyncExitStack() as stack:
                 idle = []
-                for session_id in session_ids[start : start + 100]:
+                # Locks taken in one global order (by id): two prunes never deadlock.
+                for session_id in sorted(session_ids[start : start + 100]):
                     await stack.enter_async_context(self.locked(session_id))
                     if self.status(session_id) == "idle":
                         idle.append(session_id)
@@ -269,7 +287,7 @@ class SessionManager:
     async def aclose(self) -> None:
         """Abort every turn (they record `aborted`), bounded; close every runtime."""
         self.stopping = True
-        turns = [r.turn for r in self._runtimes.values() if r.turn is not None]
+        turns = list(self._turns)
         for turn in turns:
             turn.scope.cancel()
         with trio.CancelScope(shield=True) as scope:
@@ -279,8 +297,7 @@ class SessionManager:
         for turn in turns:
             if not turn.done.is_set():
                 log.error("turn %s did not record its end in time; cancelled", turn.id)
-                if turn.final_scope is not None:
-                    turn.final_scope.cancel()
+                turn.stop_now()
         for runtime in list(self._runtimes.values()):
             self._close_runtime(runtime)
         self.feed.close()

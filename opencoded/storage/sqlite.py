@@ -308,7 +308,9 @@ class SQLiteBackend:
             finally:
                 conn.close()
 
-        await trio.to_thread.run_sync(run)
+        # Abandoned if cancelled (a shutdown): a chunk runs to its end in its thread, on
+        # its own connection, and the process goes on without waiting for the rest.
+        await trio.to_thread.run_sync(run, abandon_on_cancel=True)
 
     # ---- the task list (todo tools) ------------------------------------------------
 
@@ -358,14 +360,24 @@ def _apply_all(conn: sqlite3.Connection, work: list[ops.WriteOp]) -> list[Any]:
                 results.append(_HANDLERS[type(op)](conn, op))
                 conn.execute("RELEASE op")
             except Exception as exc:
+                if not conn.in_transaction:
+                    raise  # SQLite rolled the whole transaction back (disk full, I/O)
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
                 results.append(_error(exc))
+        if not conn.in_transaction:
+            raise StoreError("the database rolled the transaction back")
         conn.execute("COMMIT")
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, StoreError) as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        if isinstance(exc, StoreError):
+            raise
         raise StoreError(f"database write failed: {exc}") from exc
+    except Exception as exc:  # a bug in a handler that escaped its savepoint
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise StoreError(f"database write failed: {type(exc).__name__}: {exc}") from exc
     return results
 
 
@@ -511,8 +523,15 @@ _HANDLERS: dict[type, Callable[[sqlite3.Connection, Any], Any]] = {
 }
 
 
-# What one bad row can raise: SQLite's errors, and values it cannot bind.
-_ROW_ERRORS = (sqlite3.Error, OverflowError, ValueError)
+# What one bad row can raise: a constraint (its session is gone), a value SQLite cannot
+# bind. Anything else is the database failing, not the row.
+_ROW_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    OverflowError,
+    ValueError,
+)
 _INSERT_EVENT = "INSERT INTO events VALUES (?,?,?,?,?)"
 _ROWS_PER_INSERT = 500  # 5 parameters a row, well under SQLite's 32766 limit
 _REPLACE_TURN = f"REPLACE INTO turns ({_TURN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
@@ -542,14 +561,17 @@ def _insert_events(c: sqlite3.Connection, op: ops.InsertEvents) -> set[int] | St
         rows = [_event_row(e) for e in op.events]
     except Exception as exc:  # an unserialisable event: all of them are lost, not the writer
         return _error(exc)
+    inside = c.in_transaction
+    savepoint = False
     try:
-        if not c.in_transaction and len(rows) <= _ROWS_PER_INSERT:
+        if not inside and len(rows) <= _ROWS_PER_INSERT:
             try:
                 c.execute(f"INSERT INTO events VALUES {_marks(len(rows))}", _flat(rows))
                 return set()
             except _ROW_ERRORS:
                 return _insert_one_by_one(c, rows)
         c.execute("SAVEPOINT events")
+        savepoint = True
         try:
             for start in range(0, len(rows), _ROWS_PER_INSERT):
                 part = rows[start : start + _ROWS_PER_INSERT]
@@ -557,11 +579,18 @@ def _insert_events(c: sqlite3.Connection, op: ops.InsertEvents) -> set[int] | St
         except _ROW_ERRORS:
             c.execute("ROLLBACK TO events")
             return _insert_one_by_one(c, rows)
-        finally:
-            c.execute("RELEASE events")
         return set()
-    except Exception as exc:  # not an SQLite error (e.g. a value SQLite cannot bind)
+    except sqlite3.Error as exc:
+        # The database failed (disk full, I/O error), not one row: the op fails as a
+        # whole, as a database failure (health reports it).
+        if inside and not c.in_transaction:
+            raise  # SQLite rolled the whole transaction back: the group fails
+        if savepoint:
+            c.execute("ROLLBACK TO events")
         return _error(exc)
+    finally:
+        if savepoint and c.in_transaction:
+            c.execute("RELEASE events")
 
 
 def _insert_one_by_one(c: sqlite3.Connection, rows: list[tuple]) -> set[int]:

@@ -74,6 +74,13 @@ class _Awaited(_Job):
             raise self.result
         return self.result
 
+    @property
+    def failed(self) -> bool:
+        return self.done.is_set() and isinstance(self.result, BaseException)
+
+
+PendingWrite = _Awaited  # what `start_turn` and `queue_close_turn` give back
+
 
 class _Publishing(_Awaited):
     """An awaited op that also stores events: they are published once committed."""
@@ -170,11 +177,11 @@ class Store:
 
     async def _queue(self, job: _Job) -> None:
         self._check_open()
-        self._batch = None  # events appended from now on commit after this job
         try:
             await self._send.send(job)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise StoreError("the store is closed") from None
+        self._batch = None  # events appended once this returns commit after the job
 
     async def _write(self, op: ops.WriteOp) -> Any:
         job = _Awaited(op)
@@ -317,7 +324,7 @@ class Store:
     async def flush(self) -> None:
         await self._write(ops.Flush())
 
-    async def start_turn(self, message: Message, turn: Turn) -> _Awaited:
+    async def start_turn(self, message: Message, turn: Turn) -> PendingWrite:
         """Queue a turn's user message and Turn record; return without waiting for the
         commit (`await result.wait()` for it). Everything queued later commits after it,
         so no event of the turn can be seen without them."""
@@ -332,12 +339,23 @@ class Store:
         message: Message | None = None,
         callbacks: Sequence[tuple[EventCallback, EventCallback]] | None = None,
     ) -> None:
-        """Store a turn's end (see ops.CloseTurn); `callbacks` (one pair per event) are
-        how an event log publishes the events once they are committed."""
+        """Store a turn's end (see ops.CloseTurn) and wait for it."""
+        await (await self.queue_close_turn(turn, events, message, callbacks)).wait()
+
+    async def queue_close_turn(
+        self,
+        turn: Turn,
+        events: Sequence[Event],
+        message: Message | None = None,
+        callbacks: Sequence[tuple[EventCallback, EventCallback]] | None = None,
+    ) -> PendingWrite:
+        """Queue a turn's end; `callbacks` (one pair per event) are how an event log
+        publishes the events once they are committed. A caller that stopped waiting can
+        wait on the same job again: queueing it twice would store its events twice."""
         pairs = callbacks if callbacks is not None else [(_ignore, _ignore)] * len(events)
         job = _Publishing(ops.CloseTurn(turn, list(events), message), pairs)
         await self._queue(job)
-        await job.wait()
+        return job
 
 
 @asynccontextmanager
