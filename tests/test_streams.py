@@ -142,15 +142,25 @@ class Sse:
                     message[field] = value
         raise EOFError("stream ended")
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
-        """Events (not comments) with data parsed, until the stream ends."""
+    def events(self) -> Sse:
+        """Events (not comments) with data parsed, until the stream ends.
+
+        An iterator object rather than an async generator: a test that stops reading
+        early leaves nothing to be finalised by the garbage collector.
+        """
+        return self
+
+    def __aiter__(self) -> Sse:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
         while True:
             try:
                 message = await self.next()
             except EOFError:
-                return
+                raise StopAsyncIteration from None
             if "comment" not in message:
-                yield {**message, "data": json.loads(message["data"])}
+                return {**message, "data": json.loads(message["data"])}
 
     async def upto(self, seq: int) -> list[dict[str, Any]]:
         out = []
