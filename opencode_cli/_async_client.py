@@ -96,7 +96,9 @@ class _AsyncTransport:
                 with self._errors(what):
                     await resp.aread()
                 raise error_from_response(resp.status_code, resp.content, resp.headers)
-            yield self._lines(resp, what)
+            # Closed with the stream, read to its end or not: not left to the GC.
+            async with contextlib.aclosing(self._lines(resp, what)) as lines:
+                yield lines
         finally:
             await resp.aclose()
 

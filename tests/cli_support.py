@@ -64,6 +64,7 @@ class StderrWatch:
             with self._cond:
                 self.lines.append(line.rstrip("\n"))
                 self._cond.notify_all()
+        proc.stderr.close()  # the pump owns the pipe: closed at the process's end
         with self._cond:
             self._done = True
             self._cond.notify_all()
