@@ -359,6 +359,7 @@ def test_provider_errors_are_short_and_name_the_url(workdir: Path) -> None:
         assert "; retry 1/" in down.stderr.text  # the daemon log says why it waited
     finally:
         server.shutdown()
+        server.server_close()
         for d in (html, down):
             d.stop()
             rmtree(d.tmp)

@@ -287,19 +287,31 @@ async def start_turn(client: httpx.AsyncClient, sid: str, pid_file: Path) -> lis
     return seen
 
 
-async def sse_events(response: httpx.Response):
-    """Parse `id:/event:/data:` blocks of a Server-Sent Events response."""
-    event: dict = {}
-    async for line in response.aiter_lines():
-        if line.startswith("id:"):
-            event["seq"] = int(line[3:].strip())
-        elif line.startswith("event:"):
-            event["type"] = line[6:].strip()
-        elif line.startswith("data:"):
-            event["data"] = json.loads(line[5:].strip())
-        elif not line and "type" in event:
-            yield event
-            event = {}
+class sse_events:
+    """Parse `id:/event:/data:` blocks of a Server-Sent Events response.
+
+    An iterator object, not an async generator: a test that stops reading early leaves
+    nothing for the garbage collector to finalise.
+    """
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.lines = response.aiter_lines()
+
+    def __aiter__(self) -> sse_events:
+        return self
+
+    async def __anext__(self) -> dict:
+        event: dict = {}
+        async for line in self.lines:
+            if line.startswith("id:"):
+                event["seq"] = int(line[3:].strip())
+            elif line.startswith("event:"):
+                event["type"] = line[6:].strip()
+            elif line.startswith("data:"):
+                event["data"] = json.loads(line[5:].strip())
+            elif not line and "type" in event:
+                return event
+        raise StopAsyncIteration
 
 
 async def replay_until_complete(client: httpx.AsyncClient, sid: str, after: int = 0) -> list[dict]:

@@ -91,7 +91,7 @@ async def tcp_ws(
 @asynccontextmanager
 async def unix_ws(daemon: RunningDaemon, path: str) -> AsyncIterator[WebSocketConnection]:
     stream = await trio.open_unix_socket(str(daemon.socket))
-    async with trio.open_nursery() as nursery:
+    async with stream, trio.open_nursery() as nursery:  # the stream closes even if refused
         ws = await wrap_client_stream(nursery, stream, "localhost", path)
         try:
             yield ws

@@ -220,6 +220,7 @@ async def test_ready_then_stopping_on_sigterm(nursery: trio.Nursery, tmpdir_shor
     with trio.fail_after(10):  # a hang bound (the contract: 5 s)
         assert await daemon.proc.wait() == 0
     notify.close()
+    unix.close()  # our copy of the socket systemd would have passed
 
 
 async def test_notify_to_an_abstract_socket(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -246,6 +247,7 @@ async def test_watchdog_pings_at_half_the_interval(
         assert await next_datagram(notify, 5) == "WATCHDOG=1"
     assert await daemon.stop() == 0
     notify.close()
+    unix.close()
 
 
 async def test_watchdog_checks_health_then_pings_every_interval(

@@ -14,6 +14,7 @@ import json
 import logging
 import warnings
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from . import _errors
@@ -247,13 +248,14 @@ class AnthropicProvider:
             async with raw as response:
                 started = True
                 http = response.http_response
-                async for name, data in sse_events(http.aiter_bytes()):
-                    if name is None or name == "ping" or not data:
-                        continue
-                    if name == "error":
-                        raise self._stream_error(http, data)
-                    for out in state.feed(json.loads(data)):
-                        yield out
+                async with aclosing(sse_events(http.aiter_bytes())) as events:
+                    async for name, data in events:
+                        if name is None or name == "ping" or not data:
+                            continue
+                        if name == "error":
+                            raise self._stream_error(http, data)
+                        for out in state.feed(json.loads(data)):
+                            yield out
         except Exception as exc:
             raise self._map(exc, midstream=started) from exc
         if not state.stopped:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from . import _errors
@@ -273,17 +274,18 @@ class OpenAICompatProvider:
             async with raw as response:
                 started = True
                 done = False
-                async for _, data in sse_events(response.http_response.aiter_bytes()):
-                    if done or not data:
-                        continue  # read to the end, so the connection can be reused
-                    if data.startswith(b"[DONE]"):
-                        done = True
-                        continue
-                    chunk = json.loads(data)
-                    if isinstance(chunk, dict) and chunk.get("error"):
-                        raise _stream_error(self.id, chunk["error"])
-                    for out in state.feed(chunk):
-                        yield out
+                async with aclosing(sse_events(response.http_response.aiter_bytes())) as events:
+                    async for _, data in events:
+                        if done or not data:
+                            continue  # read to the end, so the connection can be reused
+                        if data.startswith(b"[DONE]"):
+                            done = True
+                            continue
+                        chunk = json.loads(data)
+                        if isinstance(chunk, dict) and chunk.get("error"):
+                            raise _stream_error(self.id, chunk["error"])
+                        for out in state.feed(chunk):
+                            yield out
         except Exception as exc:
             raise self._map(exc, midstream=started) from exc
         if state.finish is None:
