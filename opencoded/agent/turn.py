@@ -49,8 +49,7 @@ from ..sessions import RunningTurn, SessionRuntime
 from ..storage import StoreError
 from ..tools import ToolOutput
 from ..tools.sandbox import jail_for
-from . import toolbox
-from .context import conversation
+from . import compaction, toolbox
 from .permissions import Waiter, agent_state, decide
 from .prompt import system_prompt
 
@@ -135,6 +134,16 @@ class AgentTurn:
         spec = daemon.providers.specs.get(plan.provider_id)
         kind = spec.kind if spec is not None else "openai-compatible"
         self.price_provider = kind if kind != "openai-compatible" else None
+        context, output = daemon.providers.limits(plan.provider_id, plan.model)
+        agent = daemon.config.agent
+        self.limits = compaction.Limits(
+            context, output, agent.compact_threshold, agent.auto_compact
+        )
+        self.ctx = compaction.Context()
+        self.scale = 1.0  # provider's tokens / our estimate, learnt from each step's usage
+        self.step_usage: Usage | None = None
+        self.context_tokens = 0
+        self.usage_base: dict[str, Any] | None = None  # the session's totals before this turn
 
     # ---- the task body -----------------------------------------------------------------
 
@@ -165,7 +174,7 @@ class AgentTurn:
             await self._finalise(final, error)
 
     async def _loop(self) -> None:
-        messages = conversation(m for m in self.plan.history if m.id != self.turn.message_id)
+        await self._load_context()
         # Off the Trio thread: it reads AGENTS.md files.
         system = await trio.to_thread.run_sync(
             system_prompt, self.tool_ctx.root, self.plan.project_root
@@ -173,19 +182,13 @@ class AgentTurn:
         provider = self.daemon.providers.get(self.plan.provider_id)
         max_steps = max(1, self.daemon.config.agent.max_steps)
         for step in range(max_steps):
-            request = ChatRequest(
-                model=self.plan.model,
-                system=system,
-                messages=tuple(messages),
-                tools=await toolbox.offered(self.daemon),
-                max_tokens=self.daemon.config.agent.max_tokens,
-            )
-            text, calls = await self._step(provider, request)
+            tools = await toolbox.offered(self.daemon)
+            text, calls = await self._fitted_step(provider, system, tools)
             if not calls:
                 return
             content = [TextBlock(t) for t in text if t]
             content += [ToolUseBlock(c.id, c.name, c.input) for c in calls]
-            messages.append(ChatMessage("assistant", tuple(content)))
+            self.ctx.current.append(ChatMessage("assistant", tuple(content)))
             if step == max_steps - 1:
                 for call in calls:
                     await self._finish_tool(
@@ -193,7 +196,144 @@ class AgentTurn:
                     )
                 raise StepLimitReached()
             results = [await self._run_call(call) for call in calls]
-            messages.append(ChatMessage("user", tuple(results)))
+            self.ctx.current.append(ChatMessage("user", tuple(results)))
+
+    # ---- context and compaction (agent.compaction) -------------------------------------
+
+    async def _load_context(self) -> None:
+        history = [m for m in self.plan.history if m.id != self.turn.message_id]
+        current = [m for m in history if m.turn_id == self.turn.id]
+        earlier = [m for m in history if m.turn_id != self.turn.id]
+        latest = await self.store.last_event(self.session_id, "compaction")
+        self.ctx = compaction.build_context(earlier, current, latest.data if latest else None)
+        self.usage_base = await usage_base(self.store, self.session_id, latest)
+
+    def _request(self, system: str, tools: tuple[Any, ...]) -> ChatRequest:
+        max_tokens = self.daemon.config.agent.max_tokens
+        if self.limits.output:
+            max_tokens = min(max_tokens, self.limits.output)
+        return ChatRequest(
+            model=self.plan.model,
+            system=system,
+            messages=self.ctx.messages(),
+            tools=tools,
+            max_tokens=max_tokens,
+        )
+
+    def _estimate(self, system: str, tools: tuple[Any, ...]) -> int:
+        return int(compaction.raw_estimate(system, tools, self.ctx.messages()) * self.scale)
+
+    async def _fitted_step(
+        self, provider: Any, system: str, tools: tuple[Any, ...]
+    ) -> tuple[list[str], list[ToolCall]]:
+        """One step, compacted first if it would pass the threshold; a context-overflow
+        error compacts once and sends the step again."""
+        trigger = self.limits.trigger
+        if trigger is not None and self._estimate(system, tools) > trigger:
+            await self._compact(provider, system, tools, "auto")
+        request = self._request(system, tools)
+        try:
+            return await self._measured_step(provider, request)
+        except ProviderError as err:
+            if not err.overflow:
+                raise
+            log.info("turn %s: context overflow, compacting: %s", self.turn.id, err.message)
+            self._learn_from_overflow(err.message, system, tools)
+            if not await self._compact(provider, system, tools, "overflow"):
+                raise
+        return await self._measured_step(provider, self._request(system, tools))
+
+    async def _measured_step(
+        self, provider: Any, request: ChatRequest
+    ) -> tuple[list[str], list[ToolCall]]:
+        self.step_usage = None
+        result = await self._step(provider, request)
+        usage = self.step_usage
+        if usage is not None:
+            actual = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+            raw = compaction.raw_estimate(request.system, request.tools, request.messages)
+            if actual > 0:
+                self.context_tokens = actual
+                if raw > 0:
+                    self.scale = min(4.0, max(0.5, actual / raw))
+        return result
+
+    def _learn_from_overflow(self, message: str, system: str, tools: tuple[Any, ...]) -> None:
+        """Calibrate from the sizes the provider's error states (and the window, when
+        the catalog did not know it); else assume our estimate was a third short."""
+        raw = compaction.raw_estimate(system, tools, self.ctx.messages())
+        sizes = compaction.reported_sizes(message)
+        if sizes is not None and raw > 0:
+            actual, window = sizes
+            self.scale = min(4.0, max(0.5, actual / raw))
+            if self.limits.context is None or window < self.limits.context:
+                self.limits = attrs.evolve(self.limits, context=window)
+        else:
+            self.scale *= 1.5
+        if self.limits.context is None:
+            self.limits = attrs.evolve(self.limits, context=max(1, int(raw * self.scale)))
+
+    async def _compact(
+        self, provider: Any, system: str, tools: tuple[Any, ...], reason: str
+    ) -> bool:
+        """Elide old tool outputs, then summarise the history before this turn if that
+        was not enough; append a `compaction` event. False if nothing could be done."""
+        ctx, limits = self.ctx, self.limits
+        before = self._estimate(system, tools)
+        window = limits.context or before
+        target = int(window * compaction.TARGET)
+        trigger = int(window * limits.threshold)
+        original = list(ctx.earlier)
+
+        def excess() -> int:
+            return max(0, int((self._estimate(system, tools) - target) / self.scale))
+
+        ctx.earlier, elided, last = compaction.elide(ctx.earlier, excess(), 0)
+        if excess():
+            ctx.current, more, last_current = compaction.elide(ctx.current, excess(), 2)
+            elided, last = elided + more, last_current or last
+        if last is not None:
+            ctx.elided_through = last
+        after = self._estimate(system, tools)
+        must = after > trigger or (reason != "auto" and after > target)
+        summarised = False
+        if must and original:
+            await self._summarise(provider, original)
+            summarised = True
+            after = self._estimate(system, tools)
+        if not (elided or summarised):
+            return False
+        if not self.recorded:
+            await self._await_recorded()
+        await self._append(
+            "compaction",
+            {
+                "tokens_before": before,
+                "tokens_after": after,
+                "reason": reason,
+                "elided": elided,
+                "summarised": summarised,
+                "summary": ctx.summary,
+                "upto": ctx.upto,
+                "elided_through": ctx.elided_through,
+            },
+        )
+        return True
+
+    async def _summarise(self, provider: Any, earlier: list[ChatMessage]) -> None:
+        request = compaction.summary_request(
+            self.plan.model,
+            self.ctx.summary,
+            earlier,
+            compaction.summary_budget(self.limits),
+            self.limits.output or compaction.SUMMARY_MAX_TOKENS,
+        )
+        text, usage = await compaction.summarise(provider, request)
+        for item in usage:
+            self.totals.add(item, catalog.cost(self.plan.model, item, self.price_provider))
+        self.ctx.summary = text
+        self.ctx.upto = self.ctx.earlier_last
+        self.ctx.earlier = []
 
     # ---- one model step ----------------------------------------------------------------
 
@@ -217,6 +357,7 @@ class AgentTurn:
                     calls.append(event)
                     await self._tool_requested(event)
                 elif isinstance(event, Usage):
+                    self.step_usage = event
                     cost = catalog.cost(self.plan.model, event, self.price_provider)
                     self.totals.add(event, cost)
                 elif isinstance(event, Stop):
@@ -434,6 +575,17 @@ class AgentTurn:
             cost=self.totals.cost,
         )
 
+    def _usage_data(self) -> dict[str, Any]:
+        """The session's token accounting after this turn (`complete`'s `session`)."""
+        base = self.usage_base or {}
+        return session_usage(
+            base,
+            self.context_tokens or int(base.get("context_tokens") or 0),
+            self.totals.input_tokens,
+            self.totals.output_tokens,
+            self.totals.cost,
+        )
+
     def _complete_data(self, status: str) -> dict[str, Any]:
         totals = self.totals
         return {
@@ -445,4 +597,35 @@ class AgentTurn:
             "output_tokens": totals.output_tokens,
             "cost": round(totals.cost, 8),
             "duration_ms": int((time.monotonic() - self.started_mono) * 1000),
+            "context_tokens": self.context_tokens,
+            "session": self._usage_data(),
         }
+
+
+async def usage_base(store: Any, session_id: str, compaction: Event | None) -> dict[str, Any]:
+    """The session's totals so far: the `session` field of its last `complete`, or of its
+    last on-demand `compaction` when that came later (it spent tokens too)."""
+    complete = await store.last_event(session_id, "complete")
+    latest = max(
+        (
+            e
+            for e in (complete, compaction)
+            if e is not None and isinstance(e.data.get("session"), dict)
+        ),
+        key=lambda e: e.seq,
+        default=None,
+    )
+    return dict(latest.data["session"]) if latest is not None else {}
+
+
+def session_usage(
+    base: dict[str, Any], context: int, input_tokens: int, output_tokens: int, cost: float
+) -> dict[str, Any]:
+    """Cumulative totals: `base` (the session's totals so far) plus one turn's."""
+    return {
+        "context_tokens": context,
+        "input_tokens": int(base.get("input_tokens") or 0) + input_tokens,
+        "output_tokens": int(base.get("output_tokens") or 0) + output_tokens,
+        "cost": round(float(base.get("cost") or 0.0) + cost, 8),
+        "turns": int(base.get("turns") or 0) + 1,
+    }

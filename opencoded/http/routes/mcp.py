@@ -81,10 +81,13 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
 }
 
 OPENAPI_PATHS: dict[str, dict[str, Any]] = {
-    "/mcp": {"get": op("MCP servers: status, error and tools (array of McpServer)")},
+    "/mcp": {
+        "get": op("MCP servers: status, error and tools (array of McpServer)", op_id="listMcp")
+    },
     "/mcp/{name}/restart": {
         "post": op(
             "Reconnect an MCP server now; answers its McpServer once connected or failed",
+            op_id="restartMcp",
             params=[path_param("name")],
             errors=(400, 404),
         )
@@ -92,6 +95,7 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
     "/sessions/{session_id}/todo": {
         "get": op(
             "The session's task list (array of Todo)",
+            op_id="getTodo",
             params=[path_param("session_id")],
             errors=(404,),
         )

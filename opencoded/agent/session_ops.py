@@ -1,0 +1,116 @@
+"""Operations on a whole session outside a turn: compact on demand (and, below, fork).
+
+Each runs under the session's lock with no turn running (409 SESSION_BUSY otherwise), so
+nothing it reads can change under it and no turn starts meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..daemon import Daemon
+from ..errors import ProviderFailure, SessionNotFound
+from ..providers import catalog
+from ..providers.base import ProviderError
+from ..records import Message
+from ..sessions import SessionRuntime
+from ..storage.base import SessionSnapshot
+from . import compaction, toolbox
+from .api import _busy, _project_root, _resolve_model
+from .prompt import system_prompt
+from .turn import session_usage, usage_base
+
+
+@asynccontextmanager
+async def idle_session(daemon: Daemon, session_id: str) -> AsyncIterator[SessionRuntime]:
+    """The session's runtime, its lock held, no turn running (else SESSION_BUSY)."""
+    sessions = daemon.sessions
+    async with sessions.hold(session_id) as runtime, sessions.locked(session_id):
+        sessions.refuse_if_stopping(session_id)
+        if runtime.busy or runtime.closed:
+            raise _busy(session_id, runtime.turn)
+        await sessions.store_pending_end(runtime)
+        yield runtime
+
+
+async def snapshot(daemon: Daemon, session_id: str) -> SessionSnapshot:
+    found = await daemon.store.session_snapshot(session_id, with_last_seq=False)
+    if found is None:
+        raise SessionNotFound(session_id)
+    return found
+
+
+def split_last_turn(history: list[Message]) -> tuple[list[Message], list[Message]]:
+    """(messages before the last turn, the last turn's messages)."""
+    if not history:
+        return [], []
+    last = history[-1].turn_id
+    return [m for m in history if m.turn_id != last], [m for m in history if m.turn_id == last]
+
+
+async def compact_session(daemon: Daemon, session_id: str) -> dict[str, Any]:
+    """`POST /sessions/:id/compact`: summarise the history before the last turn.
+
+    Appends `compaction` (and `usage`, for the summariser's tokens) to the log; returns
+    the compaction's data. Nothing to summarise: `summarised` false, no event.
+    """
+    async with idle_session(daemon, session_id) as runtime:
+        snap = await snapshot(daemon, session_id)
+        session, history = snap.session, list(snap.messages)
+        provider_id, model = _resolve_model(daemon, session)
+        earlier, current = split_last_turn(history)
+        latest = await daemon.store.last_event(session_id, "compaction")
+        ctx = compaction.build_context(earlier, current, latest.data if latest else None)
+        root = await _project_root(daemon, session)
+        directory = Path(session.directory).resolve()
+        system = await trio.to_thread.run_sync(system_prompt, directory, root)
+        tools = await toolbox.offered(daemon)
+        before = compaction.raw_estimate(system, tools, ctx.messages())
+        data: dict[str, Any] = {
+            "tokens_before": before,
+            "tokens_after": before,
+            "reason": "manual",
+            "elided": 0,
+            "summarised": False,
+            "summary": ctx.summary,
+            "upto": ctx.upto,
+            "elided_through": ctx.elided_through,
+        }
+        if not ctx.earlier:
+            return data
+        context, output = daemon.providers.limits(provider_id, model)
+        limits = compaction.Limits(context, output)
+        request = compaction.summary_request(
+            model,
+            ctx.summary,
+            ctx.earlier,
+            compaction.summary_budget(limits),
+            output or compaction.SUMMARY_MAX_TOKENS,
+        )
+        try:
+            text, usage = await compaction.summarise(daemon.providers.get(provider_id), request)
+        except ProviderError as err:
+            raise ProviderFailure(err.message, {"provider": provider_id}) from None
+        ctx.summary, ctx.upto, ctx.earlier = text, ctx.earlier_last, []
+        after = compaction.raw_estimate(system, tools, ctx.messages())
+        data.update(tokens_after=after, summarised=True, summary=text, upto=ctx.upto)
+        base = await usage_base(daemon.store, session_id, latest)
+        data["session"] = _spent(base, usage, model, after)
+        event = await runtime.log.append("compaction", data)
+        await runtime.log.wait_committed(event.seq)
+        return data
+
+
+def _spent(base: dict[str, Any], usage: list[Any], model: str, context: int) -> dict[str, Any]:
+    """The session's totals with the summariser's tokens added (not a turn)."""
+    tokens_in = sum(u.input_tokens + u.cache_read_tokens + u.cache_write_tokens for u in usage)
+    tokens_out = sum(u.output_tokens for u in usage)
+    cost = sum(catalog.cost(model, u) for u in usage)
+    data = session_usage(base, context, tokens_in, tokens_out, cost)
+    data["turns"] = int(base.get("turns") or 0)
+    return data
