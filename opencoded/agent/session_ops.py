@@ -1,4 +1,4 @@
-"""Operations on a whole session outside a turn: compact on demand (and, below, fork).
+"""Operations on a whole session outside a turn: compact on demand, fork.
 
 Each runs under the session's lock with no turn running (409 SESSION_BUSY otherwise), so
 nothing it reads can change under it and no turn starts meanwhile.
@@ -11,13 +11,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from ..daemon import Daemon
-from ..errors import ProviderFailure, SessionNotFound
+from ..errors import NotFound, ProviderFailure, SessionNotFound
 from ..providers import catalog
 from ..providers.base import ProviderError
-from ..records import Message
+from ..records import Message, Session, new_id, now
 from ..sessions import SessionRuntime
 from ..storage.base import SessionSnapshot
 from . import compaction, toolbox
@@ -114,3 +115,47 @@ def _spent(base: dict[str, Any], usage: list[Any], model: str, context: int) -> 
     data = session_usage(base, context, tokens_in, tokens_out, cost)
     data["turns"] = int(base.get("turns") or 0)
     return data
+
+
+async def fork_session(daemon: Daemon, session_id: str, message_id: str | None) -> Session:
+    """`POST /sessions/:id/fork`: a new session with this one's history up to and with
+    `message_id` (all of it without one). The files are not copied: the fork works in
+    the same directory. The latest summary comes along when the copied history has what
+    it covers. NotFound for an unknown message."""
+    snap = await snapshot(daemon, session_id)
+    source, history = snap.session, list(snap.messages)
+    if message_id is not None:
+        ids = [m.id for m in history]
+        if message_id not in ids:
+            raise NotFound(
+                f"no message {message_id} in session {session_id}", {"field": "message_id"}
+            )
+        history = history[: ids.index(message_id) + 1]
+    stamp = now()
+    fork = attrs.evolve(
+        source,
+        id=new_id("session"),
+        created=stamp,
+        updated=stamp,
+        title=f"Fork of {source.title}"[:200],
+    )
+    fork = await daemon.store.create_session(fork)
+    new_ids: dict[str, str] = {}
+    turns: dict[str, str] = {}
+    for message in history:
+        new_ids[message.id] = new_id("msg")
+        turn = turns.setdefault(message.turn_id, new_id("turn"))
+        await daemon.store.save_message(
+            attrs.evolve(message, id=new_ids[message.id], session_id=fork.id, turn_id=turn)
+        )
+    latest = await daemon.store.last_event(session_id, "compaction")
+    summary, upto = compaction.summary_state(latest.data if latest else None)
+    if summary and upto in new_ids:
+        assert latest is not None
+        data = {**latest.data, "upto": new_ids[upto], "reason": "fork"}
+        data.pop("session", None)
+        async with daemon.sessions.hold(fork.id) as runtime:
+            event = await runtime.log.append("compaction", data)
+            await runtime.log.wait_committed(event.seq)
+    daemon.sessions.notify("session.created", fork.id)
+    return fork

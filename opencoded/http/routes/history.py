@@ -1,19 +1,30 @@
-"""A session's history as a whole: compaction on demand (more below as they come).
+"""A session's history as a whole: compaction on demand, fork, the message queue.
 
 `POST /sessions/:id/compact` summarises the history before the last turn (see
-agent.compaction); the answer is the `compaction` event's data.
+agent.compaction); the answer is the `compaction` event's data. `POST /sessions/:id/fork`
+copies the history (up to a message) into a new session. `DELETE /sessions/:id/queue/:qid`
+cancels a queued message (agent.queue).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from quart import Response, jsonify
 from quart_trio import QuartTrio
 
-from ...agent import session_ops
+from ...agent import queue, session_ops
 from ..app import get_daemon
-from .openapi import NULLABLE_STR, obj, op, path_param
+from ..params import json_body
+from .openapi import NULLABLE_STR, STR, obj, op, path_param, ref
+from .sessions import session_json
+
+
+@attrs.frozen
+class ForkRequest:
+    message_id: str | None = None
+
 
 TOKENS = {"type": "integer", "minimum": 0}
 
@@ -23,14 +34,46 @@ async def post_compact(session_id: str) -> Response:
     return jsonify(data)
 
 
+async def post_fork(session_id: str) -> tuple[Response, int]:
+    body = await json_body(ForkRequest, empty_ok=True)
+    fork = await session_ops.fork_session(get_daemon(), session_id, body.message_id)
+    return jsonify(session_json(fork)), 201
+
+
+async def delete_queued(session_id: str, queue_id: str) -> Response:
+    daemon = get_daemon()
+    await session_ops.snapshot(daemon, session_id)  # 404 for an unknown session
+    queue.cancel(daemon, session_id, queue_id)
+    return jsonify({"id": queue_id, "cancelled": True})
+
+
 def register(app: QuartTrio) -> None:
     base = "/sessions/<session_id>"
     app.add_url_rule(f"{base}/compact", view_func=post_compact, methods=["POST"])
+    app.add_url_rule(f"{base}/fork", view_func=post_fork, methods=["POST"])
+    app.add_url_rule(f"{base}/queue/<queue_id>", view_func=delete_queued, methods=["DELETE"])
 
 
 SID = [path_param("session_id")]
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
+    "ForkRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "message_id": {
+                "type": ["string", "null"],
+                "description": "copy the history up to and with this message (all without)",
+            }
+        },
+    },
+    "QueuedMessage": obj(
+        ["id", "parts", "created", "position"],
+        id=STR,
+        parts={"type": "array", "items": {"type": "object", "required": ["type"]}},
+        created={"type": "integer"},
+        position={"type": "integer", "minimum": 1, "description": "1 runs next"},
+    ),
     "Compaction": obj(
         ["tokens_before", "tokens_after", "reason", "summarised"],
         tokens_before=TOKENS,
@@ -51,6 +94,27 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
             schema={"$ref": "#/components/schemas/Compaction"},
             params=SID,
             errors=(400, 404, 409, 502),
+        ),
+    },
+    "/sessions/{session_id}/fork": {
+        "post": op(
+            "A new session with this one's history (up to message_id); files are not copied",
+            op_id="forkSession",
+            ok=201,
+            schema=ref("Session"),
+            body="ForkRequest",
+            body_required=False,
+            params=SID,
+            errors=(400, 404, 413),
+        ),
+    },
+    "/sessions/{session_id}/queue/{queue_id}": {
+        "delete": op(
+            "Cancel a queued message that has not started",
+            op_id="cancelQueued",
+            schema=obj(["id", "cancelled"], id=STR, cancelled={"const": True}),
+            params=[*SID, path_param("queue_id")],
+            errors=(404,),
         ),
     },
 }

@@ -170,6 +170,11 @@ SCHEMAS: dict[str, Any] = {
                 turns={"type": "integer", "minimum": 0},
             ),
         },
+        queue={
+            "description": "GET /sessions/:id only: messages queued behind the running turn",
+            "type": "array",
+            "items": {"$ref": "#/components/schemas/QueuedMessage"},
+        },
     ),
     "Deleted": obj(["id", "deleted"], id=STR, deleted={"const": True}),
     "Project": obj(["id", "name", "path", "created"], id=STR, name=STR, path=STR, created=TIME),

@@ -10,6 +10,7 @@ import attrs
 from quart import Response, jsonify
 from quart_trio import QuartTrio
 
+from ...agent import queue
 from ...agent.turn import usage_base
 from ...errors import InvalidRequest, NotFound, SessionNotFound
 from ...projects import checked_directory, new_project
@@ -159,6 +160,7 @@ async def get_session(session_id: str) -> Response:
     store = get_daemon().store
     compaction = await store.last_event(session_id, "compaction")
     body["tokens"] = session_tokens(await usage_base(store, session_id, compaction))
+    body["queue"] = queue.listed(get_daemon(), session_id)
     return jsonify(body)
 
 

@@ -18,7 +18,6 @@ const PLANNED = new Set([
   'GET /sessions/{}/diff',
   'POST /sessions/{}/revert',
   'POST /sessions/{}/unrevert',
-  'POST /sessions/{}/fork',
   'GET /sessions/{}/todo',
   'GET /mcp',
   'POST /mcp/{}/restart',
