@@ -46,6 +46,14 @@ async def snapshot(daemon: Daemon, session_id: str) -> SessionSnapshot:
     return found
 
 
+async def _kept(daemon: Daemon, session_id: str, messages: list[Message]) -> list[Message]:
+    """The messages not reverted (agent.undo)."""
+    from .undo import revert_state
+
+    reverted, _ = await revert_state(daemon.store, session_id)
+    return [m for m in messages if m.id not in reverted]
+
+
 def split_last_turn(history: list[Message]) -> tuple[list[Message], list[Message]]:
     """(messages before the last turn, the last turn's messages)."""
     if not history:
@@ -62,7 +70,7 @@ async def compact_session(daemon: Daemon, session_id: str) -> dict[str, Any]:
     """
     async with idle_session(daemon, session_id) as runtime:
         snap = await snapshot(daemon, session_id)
-        session, history = snap.session, list(snap.messages)
+        session, history = snap.session, await _kept(daemon, session_id, snap.messages)
         provider_id, model = _resolve_model(daemon, session)
         earlier, current = split_last_turn(history)
         latest = await daemon.store.last_event(session_id, "compaction")
@@ -123,7 +131,7 @@ async def fork_session(daemon: Daemon, session_id: str, message_id: str | None) 
     the same directory. The latest summary comes along when the copied history has what
     it covers. NotFound for an unknown message."""
     snap = await snapshot(daemon, session_id)
-    source, history = snap.session, list(snap.messages)
+    source, history = snap.session, await _kept(daemon, session_id, snap.messages)
     if message_id is not None:
         ids = [m.id for m in history]
         if message_id not in ids:

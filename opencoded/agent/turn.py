@@ -48,8 +48,9 @@ from ..records import Event, Message, PermissionRequest, Session, Turn, new_id, 
 from ..sessions import RunningTurn, SessionRuntime
 from ..storage import StoreError
 from ..tools import ToolOutput
+from ..tools.base import ToolError
 from ..tools.sandbox import jail_for
-from . import compaction, toolbox
+from . import changes, compaction, toolbox
 from .permissions import Waiter, agent_state, decide
 from .prompt import system_prompt
 
@@ -201,7 +202,12 @@ class AgentTurn:
     # ---- context and compaction (agent.compaction) -------------------------------------
 
     async def _load_context(self) -> None:
-        history = [m for m in self.plan.history if m.id != self.turn.message_id]
+        from .undo import revert_state  # (undo imports session_ops, which imports us)
+
+        reverted, _ = await revert_state(self.store, self.session_id)
+        history = [
+            m for m in self.plan.history if m.id != self.turn.message_id and m.id not in reverted
+        ]
         current = [m for m in history if m.turn_id == self.turn.id]
         earlier = [m for m in history if m.turn_id != self.turn.id]
         latest = await self.store.last_event(self.session_id, "compaction")
@@ -446,8 +452,46 @@ class AgentTurn:
                 return await self._finish_tool(call, output, "rejected")
         part["status"] = "running"
         await self._save()
-        output = await toolbox.run(self.daemon, call.name, call.input, self.tool_ctx)
+        output = await self._run_recorded(call, part)
         return await self._finish_tool(call, output, "error" if output.error else "completed")
+
+    # ---- recording file changes (agent.changes) ----------------------------------------
+
+    async def _run_recorded(self, call: ToolCall, part: dict[str, Any]) -> ToolOutput:
+        """Run the call; for write, edit and bash, what it changed in the session
+        directory goes into the tool part's `changes` (even when the call is aborted)."""
+        if call.name not in changes.TRACKED_TOOLS or self.daemon.mcp.find(call.name):
+            return await toolbox.run(self.daemon, call.name, call.input, self.tool_ctx)
+        tracker = self._tracker()
+        only = changes.targets(call.name, call.input, tracker.root)
+        before = await self._snapshot(tracker, only)
+        try:
+            return await toolbox.run(self.daemon, call.name, call.input, self.tool_ctx)
+        finally:
+            if before is not None:
+                with trio.CancelScope(shield=True):
+                    after = await self._snapshot(tracker, only)
+                if after is not None:
+                    found = changes.compare(before, after)
+                    if found:
+                        part["changes"] = found
+
+    def _tracker(self) -> changes.Tracker:
+        trackers = agent_state(self.daemon).trackers
+        tracker = trackers.get(self.session_id)
+        if tracker is None or tracker.root != self.tool_ctx.root:
+            blobs = changes.Blobs(self.daemon.config.data_path / "changes")
+            tracker = trackers[self.session_id] = changes.Tracker(self.tool_ctx.root, blobs)
+        return tracker
+
+    async def _snapshot(
+        self, tracker: changes.Tracker, only: list[list[str]] | None
+    ) -> dict[str, str] | None:
+        try:
+            return await trio.to_thread.run_sync(tracker.snapshot, only)
+        except (OSError, ToolError) as exc:
+            log.warning("turn %s: could not snapshot %s: %s", self.turn.id, tracker.root, exc)
+            return None
 
     async def _finish_tool(
         self, call: ToolCall, output: ToolOutput, status: str

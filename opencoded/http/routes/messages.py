@@ -18,7 +18,7 @@ from quart import Response, jsonify
 from quart_trio import QuartTrio
 
 from ... import agent
-from ...agent import queue
+from ...agent import queue, undo
 from ...errors import InvalidRequest
 from ...storage import StoreError
 from ...wire import converter
@@ -133,7 +133,13 @@ async def post_message(session_id: str) -> Response | tuple[Response, int]:
 
 
 async def get_messages(session_id: str) -> Response:
-    return jsonify(await agent.list_messages(get_daemon(), session_id))
+    daemon = get_daemon()
+    messages = await agent.list_messages(daemon, session_id)
+    reverted, _ = await undo.revert_state(daemon.store, session_id)
+    for message in messages:
+        if message["id"] in reverted:
+            message["reverted"] = True  # kept, left out of the context (agent.undo)
+    return jsonify(messages)
 
 
 async def post_abort(session_id: str) -> Response:
@@ -208,6 +214,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         id=STR,
         role={"enum": ["user", "assistant"]},
         created=TIME,
+        reverted={"const": True, "description": "present when reverted (POST .../revert)"},
         parts={"type": "array", "items": {"type": "object", "required": ["type"]}},
     ),
     "PermissionRequest": obj(
