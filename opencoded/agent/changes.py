@@ -65,22 +65,32 @@ class Blobs:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._stored: set[str] = set()  # digests known to be on disk
+        self._folders: set[str] = set()
 
-    def _path(self, digest: str) -> Path:
-        return self.directory / digest[:2] / digest
+    def _path(self, digest: str) -> str:
+        return os.path.join(self.directory, digest[:2], digest)
 
     def put(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
+        if digest in self._stored:
+            return digest
         path = self._path(digest)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = path.with_name(f".{digest}.{os.getpid()}.tmp")
-            tmp.write_bytes(data)
+        if not os.path.exists(path):
+            folder = os.path.dirname(path)
+            if folder not in self._folders:
+                os.makedirs(folder, mode=0o700, exist_ok=True)
+                self._folders.add(folder)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
             os.replace(tmp, path)
+        self._stored.add(digest)
         return digest
 
     def get(self, digest: str) -> bytes:
-        return self._path(digest).read_bytes()
+        with open(self._path(digest), "rb") as f:
+            return f.read()
 
 
 @attrs.define
@@ -132,27 +142,53 @@ class Tracker:
 
     def _tree(self, root_fd: int) -> dict[str, str]:
         out: dict[str, str] = {}
-        count = 0
-        for top, dirs, files, dir_fd in os.fwalk(".", dir_fd=root_fd, follow_symlinks=False):
-            dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
-            for name in dirs:
-                out[os.path.normpath(os.path.join(top, name)) + "/"] = DIR
-            for name in files:
-                count += 1
-                if count > MAX_FILES:
-                    return out
-                path = os.path.normpath(os.path.join(top, name))
-                try:
-                    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
-                except OSError:
-                    continue  # a link, a vanished file, no permission
-                try:
-                    info = os.fstat(fd)
-                    if stat.S_ISREG(info.st_mode):
-                        out[path] = self._content_hash(path, fd, info)
-                finally:
-                    os.close(fd)
+        self._walk(os.dup(root_fd), "", out)
         return out
+
+    def _walk(self, dir_fd: int, prefix: str, out: dict[str, str]) -> None:
+        """Snapshot one directory (closes `dir_fd`). An unchanged file costs one lstat
+        (from scandir); only a changed one is opened (O_NOFOLLOW) and read."""
+        subdirs = []
+        try:
+            with os.scandir(dir_fd) as entries:
+                for entry in entries:
+                    path = prefix + entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        if entry.name not in SKIP_DIRS:
+                            out[path + "/"] = DIR
+                            subdirs.append(entry.name)
+                    elif entry.is_file(follow_symlinks=False):
+                        if len(out) >= MAX_FILES:
+                            return
+                        self._file(dir_fd, entry, path, out)
+            for name in subdirs:
+                try:
+                    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+                except OSError:
+                    continue  # replaced by a link, vanished, no permission
+                self._walk(fd, prefix + name + "/", out)
+        finally:
+            os.close(dir_fd)
+
+    def _file(self, dir_fd: int, entry: os.DirEntry[str], path: str, out: dict[str, str]) -> None:
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            return
+        known = self.index.get(path)
+        if known is not None and known[0] == _signature(info):
+            out[path] = known[1]
+            return
+        try:
+            fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        except OSError:
+            return  # replaced by a link, vanished, no permission
+        try:
+            info = os.fstat(fd)  # what is hashed is this fd's file, whatever the lstat saw
+            if stat.S_ISREG(info.st_mode):
+                out[path] = self._content_hash(path, fd, info)
+        finally:
+            os.close(fd)
 
 
 def targets(tool: str, args: dict[str, Any], root: Path) -> list[list[str]] | None:
