@@ -8,10 +8,13 @@ differs is the call's change list, `[{path, before, after}]` with content hashes
 the file did not exist), kept in the tool part of the assistant message (`changes`).
 
 Contents live in a content-addressed store in the data dir (`changes/ab/abcdef…`), never
-in the session directory. A session's snapshot index (path -> signature, hash) stays in
-memory, so after the first `bash` of a session only files whose stat changed are read
-again; that first run reads the whole directory once (files over MAX_FILE_BYTES are
-tracked by signature only and cannot be restored; over MAX_FILES the rest is untracked).
+in the session directory. A directory's snapshot index (path -> signature, hash) stays in
+memory (the TRACKERS_KEPT most recently used directories), so after the first `bash` there
+only files whose stat changed are read again; that first run reads the whole directory
+once (files over MAX_FILE_BYTES, or past MAX_READ_BYTES read in one snapshot, are tracked
+by signature only and cannot be restored; past MAX_FILES the rest is untracked). The agent
+takes that first snapshot in the background when a turn starts (agent.turn), while the
+model answers, so a bash call usually finds the index warm.
 
 Reverting writes the recorded `before` contents back (deleting files that did not exist)
 after checking that every file still holds what the agent left (its `after`): a file the
@@ -27,6 +30,7 @@ import errno
 import hashlib
 import os
 import stat
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,11 +51,13 @@ from ..tools.paths import (
 )
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_READ_BYTES = 256 * 1024 * 1024  # read per snapshot; past it, files are tracked like large ones
 MAX_FILES = 20_000
 SKIP_DIRS = frozenset({".git"})
 LARGE = "large:"  # a pseudo hash: tracked by signature, content not kept
 DIR = "dir"  # a directory (its path ends with "/"): only its existence is tracked
 TRACKED_TOOLS = frozenset({"write", "edit", "bash"})
+TRACKERS_KEPT = 16  # directories whose snapshot index stays in memory
 
 Signature = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
 
@@ -81,8 +87,9 @@ class Blobs:
             if folder not in self._folders:
                 os.makedirs(folder, mode=0o700, exist_ok=True)
                 self._folders.add(folder)
-            tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as f:
+            tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"  # two threads may race
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as f:  # copies of project files: the user's eyes only
                 f.write(data)
             os.replace(tmp, path)
         self._stored.add(digest)
@@ -100,21 +107,25 @@ class Tracker:
     root: Path
     blobs: Blobs
     index: dict[str, tuple[Signature, str]] = attrs.Factory(dict)
+    warming: bool = False  # a background first snapshot is running (agent.turn)
+    budget: int = MAX_READ_BYTES  # bytes the current snapshot may still read
 
     def _content_hash(self, path: str, fd: int, info: os.stat_result) -> str:
         known = self.index.get(path)
         sig = _signature(info)
         if known is not None and known[0] == sig:
             return known[1]
-        if info.st_size > MAX_FILE_BYTES:
+        if info.st_size > MAX_FILE_BYTES or info.st_size > self.budget:
             digest = f"{LARGE}{info.st_size}:{info.st_mtime_ns}"
         else:
+            self.budget -= info.st_size
             digest = self.blobs.put(_read_all(fd))
         self.index[path] = (sig, digest)
         return digest
 
     def snapshot(self, only: Sequence[list[str]] | None = None) -> dict[str, str]:
         """path -> content hash of the regular files (of `only`, else of the tree)."""
+        self.budget = MAX_READ_BYTES
         with open_root(self.root) as root_fd:
             if only is not None:
                 return self._files(root_fd, only)

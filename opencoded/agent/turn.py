@@ -175,6 +175,7 @@ class AgentTurn:
             await self._finalise(final, error)
 
     async def _loop(self) -> None:
+        self._warm_up_snapshot()
         await self._load_context()
         # Off the Trio thread: it reads AGENTS.md files.
         system = await trio.to_thread.run_sync(
@@ -476,12 +477,40 @@ class AgentTurn:
                     if found:
                         part["changes"] = found
 
+    def _warm_up_snapshot(self) -> None:
+        """A directory's first snapshot reads every file: take it in the background while
+        the model thinks, so the first bash call only stats (it fills a cache, nothing
+        more; a bash call meanwhile snapshots for itself)."""
+        if decide("bash", self.permission, self.daemon.config) == "deny":
+            return
+        tracker = self._tracker()
+        if tracker.index or tracker.warming:
+            return
+        tracker.warming = True
+
+        async def warm() -> None:
+            try:
+                # Abandoned at shutdown: it only fills a cache.
+                await trio.to_thread.run_sync(tracker.snapshot, abandon_on_cancel=True)
+            except (OSError, ToolError) as exc:
+                log.info("snapshot warm-up of %s failed: %s", tracker.root, exc)
+            finally:
+                tracker.warming = False
+
+        # Not the turn's task: an abort must not wait for it, and it outlives the turn.
+        trio.lowlevel.spawn_system_task(warm)
+
     def _tracker(self) -> changes.Tracker:
+        """The session directory's snapshot index, shared by its sessions (a few kept)."""
         trackers = agent_state(self.daemon).trackers
-        tracker = trackers.get(self.session_id)
-        if tracker is None or tracker.root != self.tool_ctx.root:
+        root = self.tool_ctx.root
+        tracker = trackers.pop(root, None)
+        if tracker is None:
             blobs = changes.Blobs(self.daemon.config.data_path / "changes")
-            tracker = trackers[self.session_id] = changes.Tracker(self.tool_ctx.root, blobs)
+            tracker = changes.Tracker(root, blobs)
+        trackers[root] = tracker  # most recently used last
+        while len(trackers) > changes.TRACKERS_KEPT:
+            trackers.pop(next(iter(trackers)))
         return tracker
 
     async def _snapshot(
