@@ -23,6 +23,8 @@ from ..sessions import SessionRuntime
 from ..storage.base import SessionSnapshot
 from . import compaction, toolbox
 from .api import _busy, _project_root, _resolve_model
+from .latest import latest as cached_event
+from .latest import remember
 from .prompt import system_prompt
 from .turn import session_usage, usage_base
 
@@ -50,7 +52,7 @@ async def _kept(daemon: Daemon, session_id: str, messages: list[Message]) -> lis
     """The messages not reverted (agent.undo)."""
     from .undo import revert_state
 
-    reverted, _ = await revert_state(daemon.store, session_id)
+    reverted, _ = await revert_state(daemon, session_id)
     return [m for m in messages if m.id not in reverted]
 
 
@@ -73,7 +75,7 @@ async def compact_session(daemon: Daemon, session_id: str) -> dict[str, Any]:
         session, history = snap.session, await _kept(daemon, session_id, snap.messages)
         provider_id, model = _resolve_model(daemon, session)
         earlier, current = split_last_turn(history)
-        latest = await daemon.store.last_event(session_id, "compaction")
+        latest = await cached_event(daemon, session_id, "compaction")
         ctx = compaction.build_context(earlier, current, latest.data if latest else None)
         root = await _project_root(daemon, session)
         directory = Path(session.directory).resolve()
@@ -108,9 +110,10 @@ async def compact_session(daemon: Daemon, session_id: str) -> dict[str, Any]:
         ctx.summary, ctx.upto, ctx.earlier = text, ctx.earlier_last, []
         after = compaction.raw_estimate(system, tools, ctx.messages())
         data.update(tokens_after=after, summarised=True, summary=text, upto=ctx.upto)
-        base = await usage_base(daemon.store, session_id, latest)
+        base = await usage_base(daemon, session_id, latest)
         data["session"] = _spent(base, usage, model, after)
         event = await runtime.log.append("compaction", data)
+        remember(daemon, event)
         await runtime.log.wait_committed(event.seq)
         return data
 
@@ -156,7 +159,7 @@ async def fork_session(daemon: Daemon, session_id: str, message_id: str | None) 
         await daemon.store.save_message(
             attrs.evolve(message, id=new_ids[message.id], session_id=fork.id, turn_id=turn)
         )
-    latest = await daemon.store.last_event(session_id, "compaction")
+    latest = await cached_event(daemon, session_id, "compaction")
     summary, upto = compaction.summary_state(latest.data if latest else None)
     if summary and upto in new_ids:
         assert latest is not None
@@ -164,6 +167,7 @@ async def fork_session(daemon: Daemon, session_id: str, message_id: str | None) 
         data.pop("session", None)
         async with daemon.sessions.hold(fork.id) as runtime:
             event = await runtime.log.append("compaction", data)
+            remember(daemon, event)
             await runtime.log.wait_committed(event.seq)
     daemon.sessions.notify("session.created", fork.id)
     return fork

@@ -51,6 +51,8 @@ from ..tools import ToolOutput
 from ..tools.base import ToolError
 from ..tools.sandbox import jail_for
 from . import changes, compaction, toolbox
+from .latest import latest as cached_event
+from .latest import remember
 from .permissions import Waiter, agent_state, decide
 from .prompt import system_prompt
 
@@ -205,15 +207,15 @@ class AgentTurn:
     async def _load_context(self) -> None:
         from .undo import revert_state  # (undo imports session_ops, which imports us)
 
-        reverted, _ = await revert_state(self.store, self.session_id)
+        reverted, _ = await revert_state(self.daemon, self.session_id)
         history = [
             m for m in self.plan.history if m.id != self.turn.message_id and m.id not in reverted
         ]
         current = [m for m in history if m.turn_id == self.turn.id]
         earlier = [m for m in history if m.turn_id != self.turn.id]
-        latest = await self.store.last_event(self.session_id, "compaction")
+        latest = await cached_event(self.daemon, self.session_id, "compaction")
         self.ctx = compaction.build_context(earlier, current, latest.data if latest else None)
-        self.usage_base = await usage_base(self.store, self.session_id, latest)
+        self.usage_base = await usage_base(self.daemon, self.session_id, latest)
 
     def _request(self, system: str, tools: tuple[Any, ...]) -> ChatRequest:
         max_tokens = self.daemon.config.agent.max_tokens
@@ -312,7 +314,7 @@ class AgentTurn:
             return False
         if not self.recorded:
             await self._await_recorded()
-        await self._append(
+        event = await self._append(
             "compaction",
             {
                 "tokens_before": before,
@@ -325,6 +327,7 @@ class AgentTurn:
                 "elided_through": ctx.elided_through,
             },
         )
+        remember(self.daemon, event)
         return True
 
     async def _summarise(self, provider: Any, earlier: list[ChatMessage]) -> None:
@@ -332,7 +335,8 @@ class AgentTurn:
             self.plan.model,
             self.ctx.summary,
             earlier,
-            compaction.summary_budget(self.limits),
+            # The budget is in tokens as estimated; the provider may count more per char.
+            int(compaction.summary_budget(self.limits) / max(1.0, self.scale)),
             self.limits.output or compaction.SUMMARY_MAX_TOKENS,
         )
         text, usage = await compaction.summarise(provider, request)
@@ -604,6 +608,7 @@ class AgentTurn:
             events.append(self.log.reserve("error", {"code": error[0], "message": error[1]}))
         data = self._complete_data(status)
         events.append(self.log.reserve("complete", data))
+        remember(self.daemon, events[-1])  # stored now, or before the next turn starts
         log.info(  # the operator's line per turn (provider HTTP requests log at DEBUG)
             "turn %s in %s: %s, %d tokens, %.1f s",
             self.turn.id, self.session_id, status, data["tokens"], data["duration_ms"] / 1000,
@@ -675,10 +680,10 @@ class AgentTurn:
         }
 
 
-async def usage_base(store: Any, session_id: str, compaction: Event | None) -> dict[str, Any]:
+async def usage_base(daemon: Daemon, session_id: str, compaction: Event | None) -> dict[str, Any]:
     """The session's totals so far: the `session` field of its last `complete`, or of its
     last on-demand `compaction` when that came later (it spent tokens too)."""
-    complete = await store.last_event(session_id, "complete")
+    complete = await cached_event(daemon, session_id, "complete")
     latest = max(
         (
             e

@@ -16,9 +16,10 @@ import trio
 from ..daemon import Daemon
 from ..errors import Conflict, InvalidRequest, NotFound
 from ..records import Event, Message
-from ..storage import Store
 from ..tools.base import ToolError
 from . import changes
+from .latest import latest as cached_event
+from .latest import remember
 from .session_ops import idle_session, snapshot
 
 
@@ -26,9 +27,9 @@ def blobs(daemon: Daemon) -> changes.Blobs:
     return changes.Blobs(daemon.config.data_path / "changes")
 
 
-async def revert_state(store: Store, session_id: str) -> tuple[set[str], Event | None]:
+async def revert_state(daemon: Daemon, session_id: str) -> tuple[set[str], Event | None]:
     """(reverted message ids, the latest revert or unrevert event)."""
-    events = [await store.last_event(session_id, kind) for kind in ("revert", "unrevert")]
+    events = [await cached_event(daemon, session_id, kind) for kind in ("revert", "unrevert")]
     latest = max((e for e in events if e is not None), key=lambda e: e.seq, default=None)
     return (set(latest.data.get("reverted") or ()) if latest else set()), latest
 
@@ -55,7 +56,7 @@ async def session_diff(daemon: Daemon, session_id: str, turn: str | None) -> str
             raise NotFound(f"no turn {turn} in session {session_id}", {"field": "turn"})
         picked = [c for t, c in message_changes(messages) if t == turn]
     else:
-        reverted, _ = await revert_state(daemon.store, session_id)
+        reverted, _ = await revert_state(daemon, session_id)
         kept = [m for m in messages if m.id not in reverted]
         picked = [c for _, c in message_changes(kept)]
     net = changes.net_changes(picked)
@@ -80,7 +81,7 @@ async def revert(daemon: Daemon, session_id: str, message_id: str) -> dict[str, 
             raise NotFound(
                 f"no message {message_id} in session {session_id}", {"field": "message_id"}
             )
-        reverted, _ = await revert_state(daemon.store, session_id)
+        reverted, _ = await revert_state(daemon, session_id)
         if target.id in reverted:
             raise InvalidRequest(
                 f"message {message_id} is reverted already", {"field": "message_id"}
@@ -97,6 +98,7 @@ async def revert(daemon: Daemon, session_id: str, message_id: str) -> dict[str, 
             "files": done,
         }
         event = await runtime.log.append("revert", data)
+        remember(daemon, event)
         await runtime.log.wait_committed(event.seq)
         return _answer(data)
 
@@ -105,7 +107,7 @@ async def unrevert(daemon: Daemon, session_id: str) -> dict[str, Any]:
     """Undo the latest revert, while no message has been sent since."""
     async with idle_session(daemon, session_id) as runtime:
         snap = await snapshot(daemon, session_id)
-        reverted, latest = await revert_state(daemon.store, session_id)
+        reverted, latest = await revert_state(daemon, session_id)
         if latest is None or latest.type != "revert":
             raise Conflict("nothing to unrevert: the latest revert was undone or none was made")
         if snap.messages and snap.messages[-1].id not in reverted:
@@ -118,6 +120,7 @@ async def unrevert(daemon: Daemon, session_id: str) -> dict[str, Any]:
             "files": done,
         }
         event = await runtime.log.append("unrevert", data)
+        remember(daemon, event)
         await runtime.log.wait_committed(event.seq)
         return _answer(data)
 

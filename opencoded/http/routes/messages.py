@@ -135,7 +135,7 @@ async def post_message(session_id: str) -> Response | tuple[Response, int]:
 async def get_messages(session_id: str) -> Response:
     daemon = get_daemon()
     messages = await agent.list_messages(daemon, session_id)
-    reverted, _ = await undo.revert_state(daemon.store, session_id)
+    reverted, _ = await undo.revert_state(daemon, session_id)
     for message in messages:
         if message["id"] in reverted:
             message["reverted"] = True  # kept, left out of the context (agent.undo)

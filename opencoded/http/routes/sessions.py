@@ -11,6 +11,7 @@ from quart import Response, jsonify
 from quart_trio import QuartTrio
 
 from ...agent import queue
+from ...agent.latest import latest
 from ...agent.turn import usage_base
 from ...errors import InvalidRequest, NotFound, SessionNotFound
 from ...projects import checked_directory, new_project
@@ -157,9 +158,9 @@ async def list_sessions() -> Response:
 async def get_session(session_id: str) -> Response:
     session = await load_session(session_id)
     body = session_json(session)
-    store = get_daemon().store
-    compaction = await store.last_event(session_id, "compaction")
-    body["tokens"] = session_tokens(await usage_base(store, session_id, compaction))
+    daemon = get_daemon()
+    compaction = await latest(daemon, session_id, "compaction")
+    body["tokens"] = session_tokens(await usage_base(daemon, session_id, compaction))
     body["queue"] = queue.listed(get_daemon(), session_id)
     return jsonify(body)
 
