@@ -200,5 +200,5 @@ async def test_fork_copies_the_history(
         assert texts(await messages_of(client, sid)) == texts(original)  # untouched
 
         r = await client.post(f"/sessions/{sid}/fork", json={"message_id": "msg_nope"})
-        assert r.status_code == 404
+        assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "message_id"
         assert (await client.post("/sessions/session_nope/fork")).status_code == 404

@@ -216,6 +216,6 @@ async def test_diff_and_revert_errors(
             await client.get(f"/sessions/{sid}/diff", params={"turn": "turn_x"})
         ).status_code == 404
         r = await client.post(f"/sessions/{sid}/revert", json={"message_id": "msg_nope"})
-        assert r.status_code == 404
+        assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "message_id"
         assert (await client.post(f"/sessions/{sid}/unrevert")).status_code == 409
         assert (await client.get("/sessions/session_nope/diff")).status_code == 404

@@ -15,7 +15,7 @@ import attrs
 import trio
 
 from ..daemon import Daemon
-from ..errors import NotFound, ProviderFailure, SessionNotFound
+from ..errors import InvalidRequest, ProviderFailure, SessionNotFound
 from ..providers import catalog
 from ..providers.base import ProviderError
 from ..records import Message, Session, new_id, now
@@ -138,7 +138,7 @@ async def fork_session(daemon: Daemon, session_id: str, message_id: str | None) 
     if message_id is not None:
         ids = [m.id for m in history]
         if message_id not in ids:
-            raise NotFound(
+            raise InvalidRequest(
                 f"no message {message_id} in session {session_id}", {"field": "message_id"}
             )
         history = history[: ids.index(message_id) + 1]

@@ -78,7 +78,7 @@ async def revert(daemon: Daemon, session_id: str, message_id: str) -> dict[str, 
         messages = list(snap.messages)
         target = next((m for m in messages if m.id == message_id), None)
         if target is None:
-            raise NotFound(
+            raise InvalidRequest(
                 f"no message {message_id} in session {session_id}", {"field": "message_id"}
             )
         reverted, _ = await revert_state(daemon, session_id)
