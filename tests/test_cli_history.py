@@ -3,6 +3,7 @@ them: the installed CLI against a real daemon process and the fake LLM process."
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -112,3 +113,24 @@ def test_send_queue_while_a_turn_runs(
 
         wait_for(lambda: "the queued reply" in texts(), what="the queued turn")
         assert texts()[2] == "queued later"
+
+
+def test_send_shows_a_compaction(
+    daemon: DaemonProcess, fake: FakeLLMProcess, workdir: Path
+) -> None:
+    (workdir / "big.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 200)
+    for n in range(2):
+        read = {"id": f"r{n}", "name": "read", "input": {"path": "big.txt"}}
+        fake.push(text=[], tool_calls=[read])
+        fake.push(text=[f"read {n}"])
+        ok("send", *(["-c"] if n else []), f"read big.txt ({n})", daemon=daemon, cwd=workdir)
+    last = fake.requests()[-1]["body"]
+    fake.control("/_window", {"tokens": len(json.dumps(last)) // 4})  # the next one overflows
+    try:
+        fake.push(text=["still fine"])
+        done = run_cli("send", "-c", "and now?", env=daemon.env(), cwd=workdir)
+    finally:
+        fake.control("/_window", {"tokens": None})
+    assert done.returncode == 0, done.stderr
+    assert "still fine" in done.stdout
+    assert "context compacted" in done.stderr

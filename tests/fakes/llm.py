@@ -58,7 +58,9 @@ Routes: `POST /v1/messages` (Anthropic Messages, `stream` true or false), `POST
 /v1/chat/completions` (OpenAI Chat Completions, `stream` true or false; a usage chunk when
 `stream_options.include_usage`), `GET /v1/models` (OpenAI list shape, or the Anthropic shape
 when the request carries `anthropic-version`), `POST /_push` (body: a Reply as JSON, with
-`tool_calls` as `[{"id", "name", "input"}]`), `GET /_requests` (the received requests).
+`tool_calls` as `[{"id", "name", "input"}]`), `GET /_requests` (the received requests),
+`POST /_window` (`{"tokens": N}` or null: `context_window`), `POST /_answer_containing`
+(`{"text", "reply"}`: `answer_containing`).
 
 Out of process: `python -m tests.fakes.llm [--port N]` prints
 `fake-llm ready: http://127.0.0.1:PORT` on stderr and serves until killed.
@@ -522,6 +524,18 @@ class FakeLLM:
             except (TypeError, KeyError) as exc:
                 return {"error": str(exc)}, 400
             return {"queued": len(self._queue)}
+
+        @app.post("/_window")
+        async def window() -> Any:
+            body = await request.get_json(force=True)
+            self.context_window = body.get("tokens")
+            return {"context_window": self.context_window}
+
+        @app.post("/_answer_containing")
+        async def answer_containing() -> Any:
+            body = await request.get_json(force=True)
+            self.answer_containing(body["text"], Reply.from_json(body["reply"]))
+            return {"rules": len(self._rules)}
 
         @app.get("/_requests")
         async def received() -> Any:
