@@ -496,8 +496,8 @@ class AgentTurn:
             try:
                 # Abandoned at shutdown: it only fills a cache.
                 await trio.to_thread.run_sync(tracker.snapshot, abandon_on_cancel=True)
-            except (OSError, ToolError) as exc:
-                log.info("snapshot warm-up of %s failed: %s", tracker.root, exc)
+            except Exception as exc:  # a system task must not raise: it would end the daemon
+                log.warning("snapshot warm-up of %s failed: %s", tracker.root, exc)
             finally:
                 tracker.warming = False
 
