@@ -31,6 +31,7 @@ import hashlib
 import os
 import stat
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ LARGE = "large:"  # a pseudo hash: tracked by signature, content not kept
 DIR = "dir"  # a directory (its path ends with "/"): only its existence is tracked
 TRACKED_TOOLS = frozenset({"write", "edit", "bash"})
 TRACKERS_KEPT = 16  # directories whose snapshot index stays in memory
+RACY_NS = 2_000_000_000  # a file changed this recently is read again by the next snapshot
 
 Signature = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
 
@@ -120,7 +122,11 @@ class Tracker:
         else:
             self.budget -= info.st_size
             digest = self.blobs.put(_read_all(fd))
-        self.index[path] = (sig, digest)
+        # "Racily clean" (as git calls it): file times have a coarse clock, so a write
+        # within the same tick can leave size and times unchanged. A file changed in the
+        # last RACY_NS is not trusted by its signature: the next snapshot reads it again.
+        recent = time.time_ns() - max(info.st_mtime_ns, info.st_ctime_ns) < RACY_NS
+        self.index[path] = ((-1, -1, -1, -1) if recent else sig, digest)
         return digest
 
     def snapshot(self, only: Sequence[list[str]] | None = None) -> dict[str, str]:
