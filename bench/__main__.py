@@ -15,6 +15,7 @@ BENCHMARKS = [
     ["bench.bench_load", "--sessions", "1000"],
     ["bench.bench_fanout"],
     ["bench.bench_cli"],
+    ["bench.bench_changes"],
 ]
 
 

@@ -83,6 +83,16 @@ class AgentConfig:
     # Seconds a provider may send nothing (before its headers or between bytes) before
     # the step counts as a dropped stream: retried if nothing was shown yet, else an error.
     stream_idle_timeout: float = attrs.field(default=90.0)
+    # Compact the context before a step whose input would pass this share of the model's
+    # context window (docs/architecture.md, "Context compaction"); autoCompact false: only
+    # on demand or after the provider's context-overflow error.
+    compact_threshold: float = attrs.field(default=0.85)
+    auto_compact: bool = True
+
+    @compact_threshold.validator
+    def _share(self, _attribute: Any, value: float) -> None:
+        if not 0.1 <= value <= 1.0:
+            raise ValueError(f"compactThreshold must be between 0.1 and 1, got {value}")
 
     @stream_idle_timeout.validator
     def _positive(self, _attribute: Any, value: float) -> None:
@@ -201,6 +211,8 @@ _camel(
     bash_timeout="bashTimeout",
     max_tokens="maxTokens",
     stream_idle_timeout="streamIdleTimeout",
+    compact_threshold="compactThreshold",
+    auto_compact="autoCompact",
 )
 _camel(SandboxConfig, allow_broad_roots="allowBroadRoots", hide_credentials="hideCredentials")
 _camel(McpServerConfig, tool_timeout="toolTimeout")

@@ -66,6 +66,13 @@ class SessionBusy(ApiError):
     status = 409
 
 
+class Conflict(ApiError):
+    """The files are not as the request expects (a revert over the user's own edits)."""
+
+    code = "CONFLICT"
+    status = 409
+
+
 class PayloadTooLarge(ApiError):
     code = "PAYLOAD_TOO_LARGE"
     status = 413

@@ -196,6 +196,17 @@ class FakeLLMProcess:
         with _no_proxy().open(req, timeout=10) as resp:
             assert resp.status < 300
 
+    def control(self, path: str, body: dict[str, Any]) -> None:
+        """POST to one of the fake's control routes (`/_window`, `/_answer_containing`)."""
+        req = urllib.request.Request(
+            f"{self.url}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with _no_proxy().open(req, timeout=10) as resp:
+            assert resp.status < 300
+
     def requests(self) -> list[dict[str, Any]]:
         with _no_proxy().open(f"{self.url}/_requests", timeout=10) as resp:
             return json.loads(resp.read())["requests"]

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import trio
 
 from .conftest import RunningDaemon, start_daemon
+
+
+def one_session(r: httpx.Response) -> dict:
+    """GET /sessions/:id: the session as created and listed, plus its live state (issue 13)."""
+    body = r.json()
+    assert body.pop("tokens")["turns"] == 0 and body.pop("queue") == []
+    return body
 
 
 async def test_session_create_get_list_delete(daemon: RunningDaemon, project_dir: Path) -> None:
@@ -27,7 +35,7 @@ async def test_session_create_get_list_delete(daemon: RunningDaemon, project_dir
         assert s["directory"] == str(project_dir.resolve())
         assert s["status"] == "idle"
         assert s["project"].startswith("proj_")
-        assert (await c.get(f"/sessions/{s['id']}")).json() == s
+        assert one_session(await c.get(f"/sessions/{s['id']}")) == s
         assert [x["id"] for x in (await c.get("/sessions")).json()] == [s["id"]]
         r = await c.delete(f"/sessions/{s['id']}")
         assert r.json() == {"id": s["id"], "deleted": True}
@@ -233,7 +241,7 @@ async def test_sessions_and_projects_survive_restart(
     assert not first.socket.exists()
     second = await start_daemon(nursery, tmpdir_short)
     async with second.unix() as c:
-        assert (await c.get(f"/sessions/{s['id']}")).json() == s
+        assert one_session(await c.get(f"/sessions/{s['id']}")) == s
         assert (await c.get(f"/projects/{p['id']}")).json() == p
     assert second.token == first.token
     await second.shutdown()

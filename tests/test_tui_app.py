@@ -109,7 +109,7 @@ def test_streamed_reply_with_markdown_then_abort_with_escape(
             [session] = sessions_in(daemon, workdir)
             assert session.title == "Show me code"
             assert app.session_id == session.id
-            assert not app.has_diff  # this daemon has no GET /sessions/:id/diff yet
+            assert app.has_diff  # the daemon serves GET /sessions/:id/diff (issue 13)
 
             # Streaming: the first delta shows while the turn is still running.
             fake.push(text=["partial answer", " never"], hang=True)
@@ -432,14 +432,14 @@ def wait(condition: Callable[[], object], what: str, timeout: float = 20.0) -> N
         time.sleep(0.1)
 
 
-def test_diff_says_when_the_daemon_has_no_diff_route(daemon: DaemonProcess, workdir: Path) -> None:
+def test_diff_of_this_directorys_session(daemon: DaemonProcess, workdir: Path) -> None:
     none = run_cli("diff", env=daemon.env(), cwd=workdir)
     assert none.returncode == 1 and "no session in this directory" in none.stderr
     with Client(daemon.unix_url) as c:
         c.sessions.create(directory=str(workdir))
     res = run_cli("diff", env=daemon.env(), cwd=workdir)
-    assert res.returncode == 1
-    assert "does not serve GET /sessions/:id/diff yet" in res.stderr
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == ""  # nothing changed yet (tests/test_cli_history.py has a real diff)
 
 
 def test_other_commands_do_not_import_textual(daemon: DaemonProcess, workdir: Path) -> None:

@@ -20,6 +20,7 @@ from . import (
     chat,
     completion,
     daemon,
+    history,
     info,
     mcp,
     permissions,
@@ -51,6 +52,7 @@ _COMMAND_MODULES = (
     daemon,
     mcp,
     permissions,
+    history,
     completion,
 )
 

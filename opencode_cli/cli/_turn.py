@@ -120,6 +120,13 @@ class TextRenderer:
             for item in data.get("todos") or []:
                 mark = _TODO_MARKS.get(item.get("status"), "[?]")
                 self.note(paint(f"  {mark} {item.get('content', '')}", "dim", self.e))
+        elif ev.type == "compaction":  # the context was compacted before a step
+            what = "summarised" if data.get("summarised") else "old tool outputs elided"
+            before, after = data.get("tokens_before"), data.get("tokens_after")
+            self.note(
+                paint(f"context compacted ({what}): ~{before} → ~{after} tokens", "dim", self.e)
+            )
+            self.waiting()
         elif ev.type == "error":
             label = paint("error:", "bold red", self.e)
             message = str(data.get("message", ""))

@@ -38,6 +38,12 @@ def send(
         bool, typer.Option("--verbose", "-v", help="Show tools' whole output, not the first lines.")
     ] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the raw NDJSON events.")] = False,
+    queue: Annotated[
+        bool,
+        typer.Option(
+            "--queue", help="If a turn is running, queue the message behind it and return."
+        ),
+    ] = False,
     url: UrlOpt = None,
     no_start: NoStartOpt = False,
 ) -> None:
@@ -54,6 +60,9 @@ def send(
         c, session=session, cont=cont, model=model, title=title or title_for(text)
     )
     render = JsonRenderer() if json_ else TextRenderer(verbose=verbose)
+    if queue and not created and c.sessions.get(sid).status == "busy":
+        _queue(c, sid, text, json_)
+        raise typer.Exit(EXIT_OK)
     if not created:
         attach(c, sid, yes=yes, note=render.note)
     try:
@@ -69,6 +78,24 @@ def send(
             error(f"turn ended with status {status!r} (session {sid})")
         raise typer.Exit(EXIT_ERROR)
     raise typer.Exit(EXIT_OK)
+
+
+def _queue(c: object, sid: str, text: str, json_: bool) -> None:
+    """Queue the message behind the running turn (or start it, if that turn just ended)."""
+    import json
+    from urllib.parse import quote
+
+    from ._output import out, print_json
+
+    body = {"parts": [{"type": "text", "text": text}], "queue": True, "async": True}
+    path = f"/sessions/{quote(sid, safe='')}/messages"
+    answer = json.loads(c._transport.request("POST", path, json=body))  # type: ignore[attr-defined]
+    if json_:
+        print_json(answer)
+    elif answer.get("queued"):
+        out(f"queued at position {answer['position']} ({answer['id']}) in session {sid}")
+    else:
+        out(f"started turn {answer['turn_id']} in session {sid} (follow: opencode chat)")
 
 
 def _message_text(words: list[str] | None) -> str:

@@ -15,7 +15,7 @@ cannot resume anything, so answering it is a 404 like an unknown id.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 from weakref import WeakKeyDictionary
 
 import attrs
@@ -50,10 +50,11 @@ class Waiter:
 
 @attrs.define(eq=False)
 class AgentState:
-    """The agent's per-daemon memory: permission waiters, project paths."""
+    """The agent's per-daemon memory: permission waiters, project paths, snapshot indexes."""
 
     waiters: dict[str, Waiter] = attrs.Factory(dict)
     project_paths: dict[str, str] = attrs.Factory(dict)  # project id -> path (immutable)
+    trackers: dict[Any, Any] = attrs.Factory(dict)  # directory -> changes.Tracker
 
     def claim(self, permission_id: str, session_id: str) -> Waiter | None:
         """The waiter for an answer, marked as answered; None if unknown or answered."""

@@ -49,9 +49,11 @@ from ..sessions import RunningTurn, SessionRuntime
 from ..storage import StoreError
 from ..storage.store import PendingWrite
 from ..tools import ToolContext, ToolOutput
+from ..tools.base import ToolError
 from ..tools.sandbox import jail_for
-from . import toolbox
-from .context import conversation
+from . import changes, compaction, toolbox
+from .latest import latest as cached_event
+from .latest import remember
 from .permissions import Waiter, agent_state, decide
 from .prompt import system_prompt
 
@@ -127,6 +129,16 @@ class AgentTurn:
         spec = daemon.providers.specs.get(plan.provider_id)
         kind = spec.kind if spec is not None else "openai-compatible"
         self.price_provider = kind if kind != "openai-compatible" else None
+        context, output = daemon.providers.limits(plan.provider_id, plan.model)
+        agent = daemon.config.agent
+        self.limits = compaction.Limits(
+            context, output, agent.compact_threshold, agent.auto_compact
+        )
+        self.ctx = compaction.Context()
+        self.scale = 1.0  # provider's tokens / our estimate, learnt from each step's usage
+        self.step_usage: Usage | None = None
+        self.context_tokens = 0
+        self.usage_base: dict[str, Any] | None = None  # the session's totals before this turn
 
     # ---- the task body -----------------------------------------------------------------
 
@@ -171,24 +183,19 @@ class AgentTurn:
         return system_prompt(root, self.plan.project_root)
 
     async def _loop(self) -> None:
-        messages = conversation(m for m in self.plan.history if m.id != self.turn.message_id)
         system = await trio.to_thread.run_sync(self._prepare, abandon_on_cancel=True)
+        self._warm_up_snapshot()
+        await self._load_context()
         provider = self.daemon.providers.get(self.plan.provider_id)
         max_steps = max(1, self.daemon.config.agent.max_steps)
         for step in range(max_steps):
-            request = ChatRequest(
-                model=self.plan.model,
-                system=system,
-                messages=tuple(messages),
-                tools=await toolbox.offered(self.daemon),
-                max_tokens=self.daemon.config.agent.max_tokens,
-            )
-            text, calls = await self._step(provider, request)
+            tools = await toolbox.offered(self.daemon)
+            text, calls = await self._fitted_step(provider, system, tools)
             if not calls:
                 return
             content = [TextBlock(t) for t in text if t]
             content += [ToolUseBlock(c.id, c.name, c.input) for c in calls]
-            messages.append(ChatMessage("assistant", tuple(content)))
+            self.ctx.current.append(ChatMessage("assistant", tuple(content)))
             if step == max_steps - 1:
                 for call in calls:
                     await self._finish_tool(
@@ -196,7 +203,151 @@ class AgentTurn:
                     )
                 raise StepLimitReached()
             results = [await self._run_call(call) for call in calls]
-            messages.append(ChatMessage("user", tuple(results)))
+            self.ctx.current.append(ChatMessage("user", tuple(results)))
+
+    # ---- context and compaction (agent.compaction) -------------------------------------
+
+    async def _load_context(self) -> None:
+        from .undo import revert_state  # (undo imports session_ops, which imports us)
+
+        reverted, _ = await revert_state(self.daemon, self.session_id)
+        history = [
+            m for m in self.plan.history if m.id != self.turn.message_id and m.id not in reverted
+        ]
+        current = [m for m in history if m.turn_id == self.turn.id]
+        earlier = [m for m in history if m.turn_id != self.turn.id]
+        latest = await cached_event(self.daemon, self.session_id, "compaction")
+        self.ctx = compaction.build_context(earlier, current, latest.data if latest else None)
+        self.usage_base = await usage_base(self.daemon, self.session_id, latest)
+
+    def _request(self, system: str, tools: tuple[Any, ...]) -> ChatRequest:
+        max_tokens = self.daemon.config.agent.max_tokens
+        if self.limits.output:
+            max_tokens = min(max_tokens, self.limits.output)
+        return ChatRequest(
+            model=self.plan.model,
+            system=system,
+            messages=self.ctx.messages(),
+            tools=tools,
+            max_tokens=max_tokens,
+        )
+
+    def _estimate(self, system: str, tools: tuple[Any, ...]) -> int:
+        return int(compaction.raw_estimate(system, tools, self.ctx.messages()) * self.scale)
+
+    async def _fitted_step(
+        self, provider: Any, system: str, tools: tuple[Any, ...]
+    ) -> tuple[list[str], list[ToolCall]]:
+        """One step, compacted first if it would pass the threshold; a context-overflow
+        error compacts once and sends the step again."""
+        trigger = self.limits.trigger
+        if trigger is not None and self._estimate(system, tools) > trigger:
+            await self._compact(provider, system, tools, "auto")
+        request = self._request(system, tools)
+        try:
+            return await self._measured_step(provider, request)
+        except ProviderError as err:
+            if not err.overflow:
+                raise
+            log.info("turn %s: context overflow, compacting: %s", self.turn.id, err.message)
+            self._learn_from_overflow(err.message, system, tools)
+            if not await self._compact(provider, system, tools, "overflow"):
+                raise
+        return await self._measured_step(provider, self._request(system, tools))
+
+    async def _measured_step(
+        self, provider: Any, request: ChatRequest
+    ) -> tuple[list[str], list[ToolCall]]:
+        self.step_usage = None
+        result = await self._step(provider, request)
+        usage = self.step_usage
+        if usage is not None:
+            actual = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+            raw = compaction.raw_estimate(request.system, request.tools, request.messages)
+            if actual > 0:
+                self.context_tokens = actual
+                if raw > 0:
+                    self.scale = min(4.0, max(0.5, actual / raw))
+        return result
+
+    def _learn_from_overflow(self, message: str, system: str, tools: tuple[Any, ...]) -> None:
+        """Calibrate from the sizes the provider's error states (and the window, when
+        the catalog did not know it); else assume our estimate was a third short."""
+        raw = compaction.raw_estimate(system, tools, self.ctx.messages())
+        sizes = compaction.reported_sizes(message)
+        if sizes is not None and raw > 0:
+            actual, window = sizes
+            self.scale = min(4.0, max(0.5, actual / raw))
+            if self.limits.context is None or window < self.limits.context:
+                self.limits = attrs.evolve(self.limits, context=window)
+        else:
+            self.scale *= 1.5
+        if self.limits.context is None:
+            self.limits = attrs.evolve(self.limits, context=max(1, int(raw * self.scale)))
+
+    async def _compact(
+        self, provider: Any, system: str, tools: tuple[Any, ...], reason: str
+    ) -> bool:
+        """Elide old tool outputs, then summarise the history before this turn if that
+        was not enough; append a `compaction` event. False if nothing could be done."""
+        ctx, limits = self.ctx, self.limits
+        before = self._estimate(system, tools)
+        window = limits.context or before
+        target = int(window * compaction.TARGET)
+        trigger = int(window * limits.threshold)
+        original = list(ctx.earlier)
+
+        def excess() -> int:
+            return max(0, int((self._estimate(system, tools) - target) / self.scale))
+
+        ctx.earlier, elided, last = compaction.elide(ctx.earlier, excess(), 0)
+        if excess():
+            ctx.current, more, last_current = compaction.elide(ctx.current, excess(), 2)
+            elided, last = elided + more, last_current or last
+        if last is not None:
+            ctx.elided_through = last
+        after = self._estimate(system, tools)
+        must = after > trigger or (reason != "auto" and after > target)
+        summarised = False
+        if must and original:
+            await self._summarise(provider, original)
+            summarised = True
+            after = self._estimate(system, tools)
+        if not (elided or summarised):
+            return False
+        if not self.recorded:
+            await self._await_recorded()
+        event = await self._append(
+            "compaction",
+            {
+                "tokens_before": before,
+                "tokens_after": after,
+                "reason": reason,
+                "elided": elided,
+                "summarised": summarised,
+                "summary": ctx.summary,
+                "upto": ctx.upto,
+                "elided_through": ctx.elided_through,
+            },
+        )
+        remember(self.daemon, event)
+        return True
+
+    async def _summarise(self, provider: Any, earlier: list[ChatMessage]) -> None:
+        request = compaction.summary_request(
+            self.plan.model,
+            self.ctx.summary,
+            earlier,
+            # The budget is in tokens as estimated; the provider may count more per char.
+            int(compaction.summary_budget(self.limits) / max(1.0, self.scale)),
+            self.limits.output or compaction.SUMMARY_MAX_TOKENS,
+        )
+        text, usage = await compaction.summarise(provider, request)
+        for item in usage:
+            self.totals.add(item, catalog.cost(self.plan.model, item, self.price_provider))
+        self.ctx.summary = text
+        self.ctx.upto = self.ctx.earlier_last
+        self.ctx.earlier = []
 
     # ---- one model step ----------------------------------------------------------------
 
@@ -220,6 +371,7 @@ class AgentTurn:
                     calls.append(event)
                     await self._tool_requested(event)
                 elif isinstance(event, Usage):
+                    self.step_usage = event
                     cost = catalog.cost(self.plan.model, event, self.price_provider)
                     self.totals.add(event, cost)
                 elif isinstance(event, Stop):
@@ -308,8 +460,74 @@ class AgentTurn:
                 return await self._finish_tool(call, output, "rejected")
         part["status"] = "running"
         await self._save()
-        output = await toolbox.run(self.daemon, call.name, call.input, self.tool_ctx)
+        output = await self._run_recorded(call, part)
         return await self._finish_tool(call, output, "error" if output.error else "completed")
+
+    # ---- recording file changes (agent.changes) ----------------------------------------
+
+    async def _run_recorded(self, call: ToolCall, part: dict[str, Any]) -> ToolOutput:
+        """Run the call; for write, edit and bash, what it changed in the session
+        directory goes into the tool part's `changes` (even when the call is aborted)."""
+        if call.name not in changes.TRACKED_TOOLS or self.daemon.mcp.find(call.name):
+            return await toolbox.run(self.daemon, call.name, call.input, self.tool_ctx)
+        tracker = self._tracker()
+        only = changes.targets(call.name, call.input, tracker.root)
+        before = await self._snapshot(tracker, only)
+        try:
+            return await toolbox.run(self.daemon, call.name, call.input, self.tool_ctx)
+        finally:
+            if before is not None:
+                with trio.CancelScope(shield=True):
+                    after = await self._snapshot(tracker, only)
+                if after is not None:
+                    found = changes.compare(before, after)
+                    if found:
+                        part["changes"] = found
+
+    def _warm_up_snapshot(self) -> None:
+        """A directory's first snapshot reads every file: take it in the background while
+        the model thinks, so the first bash call only stats (it fills a cache, nothing
+        more; a bash call meanwhile snapshots for itself)."""
+        if decide("bash", self.permission, self.daemon.config) == "deny":
+            return
+        tracker = self._tracker()
+        if tracker.index or tracker.warming:
+            return
+        tracker.warming = True
+
+        async def warm() -> None:
+            try:
+                # Abandoned at shutdown: it only fills a cache.
+                await trio.to_thread.run_sync(tracker.snapshot, abandon_on_cancel=True)
+            except Exception as exc:  # a system task must not raise: it would end the daemon
+                log.warning("snapshot warm-up of %s failed: %s", tracker.root, exc)
+            finally:
+                tracker.warming = False
+
+        # Not the turn's task: an abort must not wait for it, and it outlives the turn.
+        trio.lowlevel.spawn_system_task(warm)
+
+    def _tracker(self) -> changes.Tracker:
+        """The session directory's snapshot index, shared by its sessions (a few kept)."""
+        trackers = agent_state(self.daemon).trackers
+        root = self.tool_ctx.root
+        tracker = trackers.pop(root, None)
+        if tracker is None:
+            blobs = changes.Blobs(self.daemon.config.data_path / "changes")
+            tracker = changes.Tracker(root, blobs)
+        trackers[root] = tracker  # most recently used last
+        while len(trackers) > changes.TRACKERS_KEPT:
+            trackers.pop(next(iter(trackers)))
+        return tracker
+
+    async def _snapshot(
+        self, tracker: changes.Tracker, only: list[list[str]] | None
+    ) -> dict[str, str] | None:
+        try:
+            return await trio.to_thread.run_sync(tracker.snapshot, only)
+        except (OSError, ToolError) as exc:
+            log.warning("turn %s: could not snapshot %s: %s", self.turn.id, tracker.root, exc)
+            return None
 
     async def _finish_tool(
         self, call: ToolCall, output: ToolOutput, status: str
@@ -393,6 +611,7 @@ class AgentTurn:
             events.append(self.log.reserve("error", {"code": error[0], "message": error[1]}))
         data = self._complete_data(status)
         events.append(self.log.reserve("complete", data))
+        remember(self.daemon, events[-1])  # stored now, or before the next turn starts
         log.info(  # the operator's line per turn (provider HTTP requests log at DEBUG)
             "turn %s in %s: %s, %d tokens, %.1f s",
             self.turn.id, self.session_id, status, data["tokens"], data["duration_ms"] / 1000,
@@ -445,6 +664,17 @@ class AgentTurn:
             cost=self.totals.cost,
         )
 
+    def _usage_data(self) -> dict[str, Any]:
+        """The session's token accounting after this turn (`complete`'s `session`)."""
+        base = self.usage_base or {}
+        return session_usage(
+            base,
+            self.context_tokens or int(base.get("context_tokens") or 0),
+            self.totals.input_tokens,
+            self.totals.output_tokens,
+            self.totals.cost,
+        )
+
     def _complete_data(self, status: str) -> dict[str, Any]:
         totals = self.totals
         return {
@@ -456,4 +686,35 @@ class AgentTurn:
             "output_tokens": totals.output_tokens,
             "cost": round(totals.cost, 8),
             "duration_ms": int((time.monotonic() - self.started_mono) * 1000),
+            "context_tokens": self.context_tokens,
+            "session": self._usage_data(),
         }
+
+
+async def usage_base(daemon: Daemon, session_id: str, compaction: Event | None) -> dict[str, Any]:
+    """The session's totals so far: the `session` field of its last `complete`, or of its
+    last on-demand `compaction` when that came later (it spent tokens too)."""
+    complete = await cached_event(daemon, session_id, "complete")
+    latest = max(
+        (
+            e
+            for e in (complete, compaction)
+            if e is not None and isinstance(e.data.get("session"), dict)
+        ),
+        key=lambda e: e.seq,
+        default=None,
+    )
+    return dict(latest.data["session"]) if latest is not None else {}
+
+
+def session_usage(
+    base: dict[str, Any], context: int, input_tokens: int, output_tokens: int, cost: float
+) -> dict[str, Any]:
+    """Cumulative totals: `base` (the session's totals so far) plus one turn's."""
+    return {
+        "context_tokens": context,
+        "input_tokens": int(base.get("input_tokens") or 0) + input_tokens,
+        "output_tokens": int(base.get("output_tokens") or 0) + output_tokens,
+        "cost": round(float(base.get("cost") or 0.0) + cost, 8),
+        "turns": int(base.get("turns") or 0) + 1,
+    }

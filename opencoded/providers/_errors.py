@@ -65,6 +65,30 @@ def _plain(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# How providers say a request is larger than the model's context window: Anthropic 400
+# "prompt is too long: N tokens > M maximum" (413 request_too_large for huge bodies);
+# OpenAI `context_length_exceeded` ("This model's maximum context length is ..."); and the
+# wordings of OpenAI-compatible servers (vLLM, llama.cpp, Ollama, gateways).
+_OVERFLOW = re.compile(
+    r"prompt is too long|context[_ ]length[_ ]exceeded|maximum context length|"
+    r"context window|exceeds the context|too many tokens|input is too long|"
+    r"reduce the length of the (messages|prompt)",
+    re.IGNORECASE,
+)
+
+
+def is_overflow(status: int, body: Any, detail: str) -> bool:
+    """Whether an error answer says the request did not fit the context window."""
+    if status not in (400, 413, 422):
+        return False
+    if status == 413 or _error_type(body) == "request_too_large":
+        return True
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict) and err.get("code") == "context_length_exceeded":
+        return True
+    return bool(_OVERFLOW.search(detail))
+
+
 def _error_type(body: Any) -> str | None:
     if isinstance(body, dict):
         err = body.get("error")
@@ -112,6 +136,7 @@ def from_status(
         status=status,
         retryable=retryable,
         retry_after=retry_after,
+        overflow=is_overflow(status, body, detail),
     )
 
 

@@ -149,6 +149,7 @@ class ProviderError(Exception):
         status: int | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
+        overflow: bool = False,
     ) -> None:
         message = clean_message(message)
         super().__init__(message)
@@ -157,6 +158,9 @@ class ProviderError(Exception):
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
+        # The request did not fit the model's context window: compacting the context
+        # and sending again can help (agent.compaction), a plain retry cannot.
+        self.overflow = overflow
 
 
 class Provider(Protocol):

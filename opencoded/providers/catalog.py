@@ -35,6 +35,7 @@ class ModelInfo:
     context: int
     price: Price | None
     aliases: tuple[str, ...] = ()
+    output: int = 64_000  # the most tokens one reply may have (max_tokens is capped to it)
 
     def to_json(self) -> dict[str, object]:
         """The `GET /models` item shape."""
@@ -56,19 +57,21 @@ def _anthropic(
     context: int = 200_000,
     aliases: tuple[str, ...] = (),
     cache_read: float | None = None,
+    output: int = 64_000,
 ) -> ModelInfo:
     full = None
     if price is not None:
         p_in, p_out = price
         read = round(p_in * 0.1, 4) if cache_read is None else cache_read
         full = Price(p_in, p_out, read, round(p_in * 1.25, 4))
-    return ModelInfo(id, "anthropic", name, context, full, aliases)
+    return ModelInfo(id, "anthropic", name, context, full, aliases, output)
 
 
 def _openai(
     id: str, name: str, context: int, p_in: float, p_out: float, cached: float
 ) -> ModelInfo:
-    return ModelInfo(id, "openai", name, context, Price(p_in, p_out, cached, p_in))
+    output = 16_384 if id.startswith("gpt-4o") else 32_768 if id.startswith("gpt-4") else 100_000
+    return ModelInfo(id, "openai", name, context, Price(p_in, p_out, cached, p_in), (), output)
 
 
 _1M = 1_000_000
@@ -100,10 +103,18 @@ MODELS: tuple[ModelInfo, ...] = (
         aliases=("claude-sonnet-4-5-20250929",),
     ),
     _anthropic(
-        "claude-opus-4-1", "Claude Opus 4.1", (15.0, 75.0), aliases=("claude-opus-4-1-20250805",)
+        "claude-opus-4-1",
+        "Claude Opus 4.1",
+        (15.0, 75.0),
+        aliases=("claude-opus-4-1-20250805",),
+        output=32_000,
     ),
     _anthropic(
-        "claude-opus-4-0", "Claude Opus 4", (15.0, 75.0), aliases=("claude-opus-4-20250514",)
+        "claude-opus-4-0",
+        "Claude Opus 4",
+        (15.0, 75.0),
+        aliases=("claude-opus-4-20250514",),
+        output=32_000,
     ),
     _anthropic(
         "claude-sonnet-4-0", "Claude Sonnet 4", (3.0, 15.0), aliases=("claude-sonnet-4-20250514",)
@@ -119,8 +130,9 @@ MODELS: tuple[ModelInfo, ...] = (
         "Claude Haiku 3.5",
         (0.8, 4.0),
         aliases=("claude-3-5-haiku-20241022", "claude-3-5-haiku"),
+        output=8_192,
     ),
-    _anthropic("claude-3-haiku-20240307", "Claude Haiku 3", (0.25, 1.25)),
+    _anthropic("claude-3-haiku-20240307", "Claude Haiku 3", (0.25, 1.25), output=4_096),
     # OpenAI, current first.
     _openai("gpt-5.5", "GPT-5.5", _1M, 5.0, 30.0, 0.50),
     _openai("gpt-5.4", "GPT-5.4", _1M, 2.50, 15.0, 0.25),

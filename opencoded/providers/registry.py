@@ -117,6 +117,13 @@ def _spec(pid: str, entry: dict[str, Any], env: Mapping[str, str]) -> ProviderSp
     return ProviderSpec(pid, kind, str(name), api_key, base_url, models, key_hint)
 
 
+def _count(value: Any) -> int | None:
+    """A positive token count from the config, else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
 class ProviderRegistry:
     """Providers from config and environment; clients built lazily and cached."""
 
@@ -175,6 +182,22 @@ class ProviderRegistry:
             "context": context,
             "price": price,
         }
+
+    def limits(self, pid: str, mid: str) -> tuple[int | None, int | None]:
+        """(context window, output limit) in tokens; None where unknown. The config's
+        `provider.P.models.M.limit {context, output}` (or `context`) beats the catalog."""
+        spec = self.specs.get(pid)
+        if spec is None:
+            return None, None
+        extra = spec.models.get(mid, {})
+        limit = extra.get("limit") if isinstance(extra.get("limit"), dict) else {}
+        known = catalog.lookup(spec.kind, mid) if spec.kind != "openai-compatible" else None
+        context = _count(limit.get("context")) or _count(extra.get("context"))
+        output = _count(limit.get("output"))
+        return (
+            context or (known.context if known else None),
+            output or (known.output if known else None),
+        )
 
     async def refresh_models(self) -> None:
         """Ask each usable OpenAI-compatible server which models it has (Ollama & co).

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
@@ -72,6 +73,9 @@ class SessionRuntime:
     # `complete` stays the last event of its turn.
     pending_end: Callable[[], Awaitable[None]] | None = None
     closed: bool = False
+    # Messages sent with `queue: true` while a turn ran (agent.queue): in memory only;
+    # each turn's end hands the next to `SessionManager.after_turn`.
+    queue: deque[Any] = attrs.Factory(deque)
 
     @property
     def busy(self) -> bool:
@@ -79,6 +83,7 @@ class SessionRuntime:
 
 
 TurnBody = Callable[[SessionRuntime, RunningTurn], Awaitable[None]]
+AfterTurn = Callable[[SessionRuntime], Awaitable[None]]
 
 
 class SessionManager:
@@ -90,6 +95,8 @@ class SessionManager:
         self._locks: dict[str, trio.Lock] = {}
         self.feed = Broadcaster()
         self.stopping = False
+        # Started (as a task of ours) when a turn ends with messages queued behind it.
+        self.after_turn: AfterTurn | None = None
 
     # ---- state -------------------------------------------------------------------------
 
@@ -172,6 +179,8 @@ class SessionManager:
     def _reclaim_if_idle(self, runtime: SessionRuntime) -> None:
         if runtime.users or runtime.turn is not None or runtime.pending_end is not None:
             return
+        if runtime.queue and not self.stopping:
+            return
         self._close_runtime(runtime)
 
     def _close_runtime(self, runtime: SessionRuntime) -> None:
@@ -212,6 +221,8 @@ class SessionManager:
             self._turns.discard(turn)
             turn.done.set()
             self.notify("session.status", runtime.id, status="idle")
+            if runtime.queue and self.after_turn is not None and not self.stopping:
+                self._nursery.start_soon(self.after_turn, runtime)
             self._reclaim_if_idle(runtime)
 
     async def abort(self, session_id: str) -> bool:
@@ -268,6 +279,7 @@ class SessionManager:
         runtime = self._runtimes.get(session_id)
         if runtime is not None:
             runtime.pending_end = None  # its rows are gone
+            runtime.queue.clear()
             self._close_runtime(runtime)
 
     # ---- keeping running turns marked alive (recovery's clock) -------------------------

@@ -26,6 +26,15 @@ export interface ProjectCreate {
 export interface MessageCreate {
   parts: Part[]
   async?: boolean
+  /** While a turn runs: queue the message behind it (202 with its place) instead of a 409. */
+  queue?: boolean
+}
+
+export interface Queued {
+  queued: true
+  id: string
+  position: number
+  [field: string]: unknown
 }
 
 export interface PermissionAnswer {
@@ -238,6 +247,14 @@ export interface Sessions {
   message(sessionId: string, input: MessageInput & Signal): AsyncGenerator<Event, void, undefined>
   /** Start a turn and return at once (202); follow it with events() or stream(). */
   submit(sessionId: string, input: MessageInput & Signal): Promise<Accepted>
+  /** Like submit(), but queued behind a running turn instead of refused. */
+  enqueue(sessionId: string, input: MessageInput & Signal): Promise<Accepted | Queued>
+  /** Cancel a queued message that has not started. */
+  cancelQueued(
+    sessionId: string,
+    queueId: string,
+    options?: Signal,
+  ): Promise<{ id: string; cancelled: true }>
   /** The event log over SSE from after `after` (default: live), reconnecting after a drop with
    * `after` = the last seq seen. */
   events(

@@ -20,6 +20,19 @@ In-process API (what other tests rely on)::
 
 With an empty queue every request gets the default reply `Reply(text=["ok"])`.
 
+A small context window (compaction tests)::
+
+    fake.context_window = 3000   # tokens: a larger request gets the provider's real
+                                 # overflow error (Anthropic 400 "prompt is too long: N
+                                 # tokens > M maximum"; OpenAI 400 context_length_exceeded)
+                                 # and takes no reply off the queue
+    fake.request_tokens(body)    # the fake's count: the JSON body's length / 4; with a
+                                 # window set, usage reports it as the input tokens
+    fake.answer_containing("Summarise", Reply(text=["the summary"]))
+                                 # a request whose body holds that text gets this reply
+                                 # (not taken off the queue; the latest rule wins)
+    fake.overflows               # how many requests were refused as too long
+
 `Reply` fields (all optional):
 
 - `text`: list of text pieces, one delta each (default none: no text block).
@@ -45,7 +58,9 @@ Routes: `POST /v1/messages` (Anthropic Messages, `stream` true or false), `POST
 /v1/chat/completions` (OpenAI Chat Completions, `stream` true or false; a usage chunk when
 `stream_options.include_usage`), `GET /v1/models` (OpenAI list shape, or the Anthropic shape
 when the request carries `anthropic-version`), `POST /_push` (body: a Reply as JSON, with
-`tool_calls` as `[{"id", "name", "input"}]`), `GET /_requests` (the received requests).
+`tool_calls` as `[{"id", "name", "input"}]`), `GET /_requests` (the received requests),
+`POST /_window` (`{"tokens": N}` or null: `context_window`), `POST /_answer_containing`
+(`{"text", "reply"}`: `answer_containing`).
 
 Out of process: `python -m tests.fakes.llm [--port N]` prints
 `fake-llm ready: http://127.0.0.1:PORT` on stderr and serves until killed.
@@ -319,7 +334,40 @@ class FakeLLM:
         self.disconnected = trio.Event()
         self._queue: deque[Reply] = deque()
         self._received = trio.Event()
+        self.context_window: int | None = None
+        self.overflows = 0
+        self._rules: list[tuple[str, Reply]] = []
         self.app = self._make_app()
+
+    def answer_containing(self, text: str, reply: Reply) -> None:
+        """Answer every request whose JSON body contains `text` with `reply`."""
+        self._rules.insert(0, (text, reply))
+
+    @staticmethod
+    def request_tokens(body: dict[str, Any]) -> int:
+        return len(json.dumps(body)) // 4
+
+    def _too_long(self, body: dict[str, Any]) -> int | None:
+        """The request's token count when it does not fit the emulated window."""
+        if self.context_window is None:
+            return None
+        tokens = self.request_tokens(body)
+        if tokens <= self.context_window:
+            return None
+        self.overflows += 1
+        return tokens
+
+    def _reply_for(self, body: dict[str, Any]) -> Reply:
+        raw = json.dumps(body)
+        for text, reply in self._rules:
+            if text in raw:
+                return self._sized(reply, body)
+        return self._sized(self._next_reply(), body)
+
+    def _sized(self, reply: Reply, body: dict[str, Any]) -> Reply:
+        if self.context_window is None:
+            return reply
+        return attrs.evolve(reply, input_tokens=self.request_tokens(body), cache_read_tokens=0)
 
     def push(self, *replies: Reply) -> None:
         """Queue replies; each request (either protocol) takes the oldest one."""
@@ -387,7 +435,12 @@ class FakeLLM:
         async def messages() -> Any:
             body = await request.get_json(force=True)
             self._record(body)
-            reply = self._next_reply()
+            tokens = self._too_long(body)
+            if tokens is not None:
+                message = f"prompt is too long: {tokens} tokens > {self.context_window} maximum"
+                error = {"type": "invalid_request_error", "message": message}
+                return {"type": "error", "error": error, "request_id": "req_fake"}, 400
+            reply = self._reply_for(body)
             if reply.stall:
                 await self._stall()
             headers = self._error_headers(reply)
@@ -412,7 +465,21 @@ class FakeLLM:
         async def chat_completions() -> Any:
             body = await request.get_json(force=True)
             self._record(body)
-            reply = self._next_reply()
+            tokens = self._too_long(body)
+            if tokens is not None:
+                message = (
+                    f"This model's maximum context length is {self.context_window} tokens. "
+                    f"However, your messages resulted in {tokens} tokens. Please reduce the "
+                    "length of the messages."
+                )
+                error = {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": "context_length_exceeded",
+                }
+                return {"error": error}, 400
+            reply = self._reply_for(body)
             if reply.stall:
                 await self._stall()
             headers = self._error_headers(reply)
@@ -457,6 +524,18 @@ class FakeLLM:
             except (TypeError, KeyError) as exc:
                 return {"error": str(exc)}, 400
             return {"queued": len(self._queue)}
+
+        @app.post("/_window")
+        async def window() -> Any:
+            body = await request.get_json(force=True)
+            self.context_window = body.get("tokens")
+            return {"context_window": self.context_window}
+
+        @app.post("/_answer_containing")
+        async def answer_containing() -> Any:
+            body = await request.get_json(force=True)
+            self.answer_containing(body["text"], Reply.from_json(body["reply"]))
+            return {"rules": len(self._rules)}
 
         @app.get("/_requests")
         async def received() -> Any:

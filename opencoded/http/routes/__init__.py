@@ -15,6 +15,7 @@ MODULES = [
     "maintenance",
     "streams",
     "mcp",
+    "history",
     "openapi",
 ]
 

@@ -18,6 +18,7 @@ from quart import Response, jsonify
 from quart_trio import QuartTrio
 
 from ... import agent
+from ...agent import queue, undo
 from ...errors import InvalidRequest
 from ...storage import StoreError
 from ...wire import converter
@@ -32,6 +33,7 @@ NDJSON = "application/x-ndjson"
 class MessageCreate:
     parts: list[Any]
     async_: bool = False
+    queue: bool = False  # while a turn runs: 202 with its place in the queue (agent.queue)
 
 
 @attrs.frozen
@@ -105,6 +107,10 @@ async def post_message(session_id: str) -> Response | tuple[Response, int]:
         body = await json_body(MessageCreate)
     except InvalidRequest as exc:
         raise _wire_names(exc) from None
+    if body.queue:
+        queued = await queue.queue_message(daemon, session_id, body.parts)
+        if queued is not None:
+            return jsonify({"queued": True, **queued}), 202
     submitted = await agent.submit_message(daemon, session_id, body.parts)
     # The answer promises the message is stored. Waiting costs the turn nothing: it is
     # already sending the provider request while the write commits.
@@ -127,7 +133,13 @@ async def post_message(session_id: str) -> Response | tuple[Response, int]:
 
 
 async def get_messages(session_id: str) -> Response:
-    return jsonify(await agent.list_messages(get_daemon(), session_id))
+    daemon = get_daemon()
+    messages = await agent.list_messages(daemon, session_id)
+    reverted, _ = await undo.revert_state(daemon, session_id)
+    for message in messages:
+        if message["id"] in reverted:
+            message["reverted"] = True  # kept, left out of the context (agent.undo)
+    return jsonify(messages)
 
 
 async def post_abort(session_id: str) -> Response:
@@ -184,6 +196,11 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                 "type": "boolean",
                 "description": "answer 202 {message_id, turn_id, user_message_id, seq} at once",
             },
+            "queue": {
+                "type": "boolean",
+                "description": "while a turn runs: queue it (202 {queued, id, position, ...}) "
+                "instead of 409 SESSION_BUSY",
+            },
         },
     },
     "PermissionAnswer": {
@@ -197,10 +214,19 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         id=STR,
         role={"enum": ["user", "assistant"]},
         created=TIME,
+        reverted={"const": True, "description": "present when reverted (POST .../revert)"},
         parts={"type": "array", "items": {"type": "object", "required": ["type"]}},
     ),
     "PermissionRequest": obj(
         ["id", "tool", "args", "created"], id=STR, tool=STR, args=ANY_OBJ, created=TIME
+    ),
+    "MessageQueued": obj(
+        ["queued", "id", "parts", "created", "position"],
+        queued={"const": True},
+        id=STR,
+        parts={"type": "array", "items": {"type": "object", "required": ["type"]}},
+        created=TIME,
+        position={"type": "integer", "minimum": 1, "description": "1 runs next"},
     ),
     "TurnAccepted": obj(
         ["message_id", "turn_id", "user_message_id", "seq"],
@@ -267,6 +293,11 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
     },
 }
 OPENAPI_PATHS["/sessions/{session_id}/messages"]["post"]["responses"]["202"] = {
-    "description": "accepted (async): the turn runs on; follow it on the WebSocket or SSE",
-    "content": {"application/json": {"schema": ref("TurnAccepted")}},
+    "description": "accepted (async): the turn runs on; follow it on the WebSocket or SSE; "
+    "or queued (queue) behind the running turn",
+    "content": {
+        "application/json": {
+            "schema": {"oneOf": [ref("TurnAccepted"), ref("MessageQueued")]},
+        }
+    },
 }

@@ -159,6 +159,22 @@ SCHEMAS: dict[str, Any] = {
         title=STR,
         status={"enum": ["idle", "busy"]},
         permission={"type": "object", "additionalProperties": {"enum": ["allow", "ask", "deny"]}},
+        tokens={
+            "description": "GET /sessions/:id only: the last context size and the totals",
+            **obj(
+                ["context", "input", "output", "cost", "turns"],
+                context={"type": "integer", "minimum": 0},
+                input={"type": "integer", "minimum": 0},
+                output={"type": "integer", "minimum": 0},
+                cost={"type": "number", "minimum": 0},
+                turns={"type": "integer", "minimum": 0},
+            ),
+        },
+        queue={
+            "description": "GET /sessions/:id only: messages queued behind the running turn",
+            "type": "array",
+            "items": {"$ref": "#/components/schemas/QueuedMessage"},
+        },
     ),
     "Deleted": obj(["id", "deleted"], id=STR, deleted={"const": True}),
     "Project": obj(["id", "name", "path", "created"], id=STR, name=STR, path=STR, created=TIME),

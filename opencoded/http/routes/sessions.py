@@ -10,6 +10,9 @@ import attrs
 from quart import Response, jsonify
 from quart_trio import QuartTrio
 
+from ...agent import queue
+from ...agent.latest import latest
+from ...agent.turn import usage_base
 from ...errors import InvalidRequest, NotFound, SessionNotFound
 from ...projects import checked_directory, new_project
 from ...records import Session, new_id, now
@@ -153,7 +156,25 @@ async def list_sessions() -> Response:
 
 
 async def get_session(session_id: str) -> Response:
-    return jsonify(session_json(await load_session(session_id)))
+    session = await load_session(session_id)
+    body = session_json(session)
+    daemon = get_daemon()
+    compaction = await latest(daemon, session_id, "compaction")
+    body["tokens"] = session_tokens(await usage_base(daemon, session_id, compaction))
+    body["queue"] = queue.listed(get_daemon(), session_id)
+    return jsonify(body)
+
+
+def session_tokens(usage: dict) -> dict:
+    """The session's token accounting (agent.turn.usage_base): the last context size and
+    the totals of every turn and on-demand compaction."""
+    return {
+        "context": int(usage.get("context_tokens") or 0),
+        "input": int(usage.get("input_tokens") or 0),
+        "output": int(usage.get("output_tokens") or 0),
+        "cost": float(usage.get("cost") or 0.0),
+        "turns": int(usage.get("turns") or 0),
+    }
 
 
 async def delete_session(session_id: str) -> Response:

@@ -25,7 +25,7 @@ export const ROUTES = Object.freeze({
   'sessions.message': {
     method: 'POST',
     path: '/sessions/{session_id}/messages',
-    body: ['parts', 'async'],
+    body: ['parts', 'async', 'queue'],
     type: 'MessageCreate',
   },
   'sessions.messages': { method: 'GET', path: '/sessions/{session_id}/messages' },
@@ -70,6 +70,10 @@ export const ROUTES = Object.freeze({
     type: 'ForkRequest',
   },
   'sessions.todo': { method: 'GET', path: '/sessions/{session_id}/todo' },
+  'sessions.cancelQueued': {
+    method: 'DELETE',
+    path: '/sessions/{session_id}/queue/{queue_id}',
+  },
   'mcp.list': { method: 'GET', path: '/mcp' },
   'mcp.restart': { method: 'POST', path: '/mcp/{name}/restart' },
   metrics: { method: 'GET', path: '/metrics' },
@@ -488,6 +492,24 @@ class Sessions extends Resource {
       params: { session_id: sessionId },
       body: { parts: textParts(options), async: true },
       signal: options.signal,
+    })
+  }
+
+  /** Like submit(), but while a turn runs the message is queued behind it (202
+   * `{queued: true, id, position}`) instead of refused; it runs when the turns before it end. */
+  enqueue(sessionId, options = {}) {
+    return this._client._json('sessions.message', {
+      params: { session_id: sessionId },
+      body: { parts: textParts(options), async: true, queue: true },
+      signal: options.signal,
+    })
+  }
+
+  /** Cancel a queued message that has not started. */
+  cancelQueued(sessionId, queueId, { signal } = {}) {
+    return this._client._json('sessions.cancelQueued', {
+      params: { session_id: sessionId, queue_id: queueId },
+      signal,
     })
   }
 
