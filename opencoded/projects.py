@@ -6,12 +6,20 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import trio
+
 from .errors import InvalidRequest
 from .records import Project, new_id, now
 from .tools.sandbox import broad_root_reason
 
 if TYPE_CHECKING:
     from .config import Config
+
+
+async def checked_directory_async(path: str, field: str, config: Config | None = None) -> Path:
+    """`checked_directory` in a worker thread: it touches the file system (resolve, stat,
+    access), which can block (a slow or hung mount) and must not stall the event loop."""
+    return await trio.to_thread.run_sync(checked_directory, path, field, config)
 
 
 def checked_directory(path: str, field: str, config: Config | None = None) -> Path:

@@ -23,7 +23,6 @@ from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
     WebSocketConnection,
-    open_websocket_url,
     wrap_client_stream,
 )
 
@@ -84,8 +83,23 @@ async def tcp_ws(
 ) -> AsyncIterator[WebSocketConnection]:
     path = f"/sessions/{sid}/stream{query}"
     kw.setdefault("extra_headers", auth(daemon))
-    async with open_websocket_url(ws_url(daemon, path), **kw) as ws:
-        yield ws
+    host, port = daemon.tcp_url.removeprefix("http://").rsplit(":", 1)
+    # Our own stream, closed whatever happens: open_websocket_url leaves its socket to
+    # the garbage collector when the handshake is refused.
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        try:
+            async with trio.open_nursery() as nursery:
+                ws = await wrap_client_stream(nursery, stream, host, path, **kw)
+                try:
+                    yield ws
+                finally:
+                    await ws.aclose()
+        except BaseExceptionGroup as group:  # the nursery's: a refusal, as the caller expects
+            rejected = [e for e in group.exceptions if isinstance(e, ConnectionRejected)]
+            if rejected:
+                raise rejected[0] from None
+            raise
 
 
 @asynccontextmanager

@@ -11,7 +11,7 @@ from quart_trio import QuartTrio
 
 from ...config import MAX_BODY_BYTES
 from ...errors import ApiError, InvalidRequest, NotFound, PayloadTooLarge, PermissionDenied
-from ...projects import checked_directory, new_project, project_json
+from ...projects import checked_directory_async, new_project, project_json
 from ...records import Project
 from ...tools import paths
 from ...tools.base import ToolError
@@ -39,7 +39,7 @@ async def create_project() -> tuple[Response, int]:
     body = await json_body(ProjectCreate)
     if not body.name.strip():
         raise InvalidRequest("name must not be empty", {"field": "name"})
-    directory = checked_directory(body.path, "path", get_daemon().config)
+    directory = await checked_directory_async(body.path, "path", get_daemon().config)
     store = get_daemon().store
     candidate = new_project(directory, body.name.strip())
     project = await store.create_project(candidate)

@@ -14,7 +14,7 @@ from ...agent import queue
 from ...agent.latest import latest
 from ...agent.turn import usage_base
 from ...errors import InvalidRequest, NotFound, SessionNotFound
-from ...projects import checked_directory, new_project
+from ...projects import checked_directory_async, new_project
 from ...records import Session, new_id, now
 from ...tools import TOOLS
 from ..app import get_daemon
@@ -118,12 +118,12 @@ async def create_session() -> tuple[Response, int]:
             raise NotFound(f"Project not found: {body.project}", {"field": "project"})
         directory = Path(project.path)
         if body.directory is not None:
-            directory = checked_directory(body.directory, "directory", daemon.config)
+            directory = await checked_directory_async(body.directory, "directory", daemon.config)
             if not directory.is_relative_to(project.path):
                 raise InvalidRequest("directory must be inside the project", {"field": "directory"})
     else:
         raw = body.directory if body.directory is not None else str(daemon.workdir)
-        directory = checked_directory(raw, "directory", daemon.config)
+        directory = await checked_directory_async(raw, "directory", daemon.config)
         project = created_project = new_project(directory)
     stamp = now()
     session = Session(
