@@ -33,7 +33,7 @@ from .http.security import Policy, is_loopback
 from .paths import AF_UNIX_PATH_MAX, check_socket_dir
 from .providers.registry import ProviderRegistry
 from .sessions import open_session_manager
-from .storage import SQLiteBackend, Store, StoreError, open_store
+from .storage import Backend, SQLiteBackend, Store, StoreError, open_store
 from .tools import sandbox
 
 log = logging.getLogger("opencoded")
@@ -188,7 +188,7 @@ async def _run_locked(config, data_dir, cors_flag, stop, task_status) -> None:
     socket_path = None if any(p.is_unix for p in passed) else config.socket_path
     lock_fd = claim_socket_path(socket_path) if socket_path else None
     try:
-        async with _open_store(data_dir) as store:
+        async with _open_store(data_dir, config.database) as store:
             await recovery.recover(store)
             await _serve(config, store, token, socket_path, passed, cors_flag, stop, task_status)
     finally:
@@ -200,17 +200,28 @@ async def _run_locked(config, data_dir, cors_flag, stop, task_status) -> None:
 
 
 @asynccontextmanager
-async def _open_store(data_dir: Path) -> AsyncIterator[Store]:
-    """The store, or a one-line StartupError if the database cannot be opened."""
+async def _open_store(data_dir: Path, database: str | None) -> AsyncIterator[Store]:
+    """The store, or a one-line StartupError if the database cannot be opened.
+    `database`: a postgresql:// URL (docs/scaling.md); None: SQLite in the data dir."""
     opened = False
     try:
-        async with open_store(SQLiteBackend(data_dir / "opencode.db")) as store:
+        async with open_store(_backend(data_dir, database)) as store:
             opened = True
             yield store
     except StoreError as exc:
         if opened:
             raise
         raise StartupError(str(exc)) from None
+
+
+def _backend(data_dir: Path, database: str | None) -> Backend:
+    if not database:
+        return SQLiteBackend(data_dir / "opencode.db")
+    from .storage.postgres import PostgresBackend, is_postgres_url  # psycopg only if used
+
+    if not is_postgres_url(database):
+        raise StartupError("database: expected a postgresql://… URL (or none for SQLite)")
+    return PostgresBackend(database)
 
 
 async def _serve(config, store, token, socket_path, passed, cors_flag, stop, task_status) -> None:

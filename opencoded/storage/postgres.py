@@ -1,0 +1,549 @@
+"""The PostgreSQL backend: sync psycopg 3 and a psycopg_pool pool, in worker threads.
+
+Why threads: psycopg's async API is asyncio-only (under `trio.run` it fails with "no
+running event loop") and no maintained Trio-native driver exists, so this is the same
+shape as the SQLite backend: blocking calls in `trio.to_thread`. A Trio cancel cannot
+interrupt a query running in a thread, so every connection has a `statement_timeout`
+and the pool a bounded wait: nothing can hold a worker thread for ever.
+
+Semantics are the SQLite backend's, op by op (see storage.sqlite and storage.base):
+`apply` runs a group of writes in one transaction, each op in its own savepoint; event
+inserts return the indexes of the rows that could not be stored; everything a session
+owns goes with it (ON DELETE CASCADE). Schema versions: storage.pg_migrations, applied
+at open under an advisory lock, so instances starting together do not race.
+
+Durability: a commit returns once PostgreSQL has it (its own `synchronous_commit`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import attrs
+import psycopg
+import psycopg_pool
+import trio
+
+from ..records import Event, Message, PermissionRequest, Project, Session, Turn
+from . import ops
+from .base import SessionSnapshot, StoreConflict, StoreError
+from .pg_migrations import migrate
+from .store import Store, open_store
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+POOL_SIZE = 8  # connections: reads run in parallel, writes take one at a time
+STATEMENT_TIMEOUT_MS = 30_000  # a thread stuck in a query cannot be cancelled by Trio
+CONNECT_TIMEOUT = 10  # seconds, per connection attempt
+POOL_WAIT = 15.0  # seconds a call may wait for a free (or re-made) connection
+OPEN_WAIT = 15.0  # seconds the first connections may take at start
+
+_SESSION_COLUMNS = "id, created, updated, provider, model, project, directory, title, permission"
+_TURN_COLUMNS = (
+    "id, session_id, message_id, status, started, ended, input_tokens, output_tokens, cost, alive"
+)
+_EVENT_COLUMNS = "session_id, seq, type, data, created"
+
+
+def is_postgres_url(url: str | None) -> bool:
+    return bool(url) and str(url).startswith(("postgresql://", "postgres://"))
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        return "postgresql://…"
+    host = info.get("host", "")
+    return f"postgresql://{info.get('user', '')}@{host}/{info.get('dbname', '')}"
+
+
+class PostgresBackend:
+    """A Backend (see storage.base) on one PostgreSQL database, shared by instances."""
+
+    def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
+        self.url = url
+        self._pool: psycopg_pool.ConnectionPool | None = None
+        self._pool_size = pool_size
+        self._limiter = trio.CapacityLimiter(pool_size)  # threads never wait in the pool
+        self._write_limiter = trio.CapacityLimiter(1)
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await trio.to_thread.run_sync(self._open)
+
+    def _open(self) -> None:
+        where = redact(self.url)
+        try:
+            with psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT) as conn:
+                migrate(conn)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open database {where}: {_one_line(exc)}") from None
+        pool = psycopg_pool.ConnectionPool(
+            self.url,
+            min_size=2,
+            max_size=self._pool_size,
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": CONNECT_TIMEOUT,
+                "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+                "application_name": "opencoded",
+            },
+            check=psycopg_pool.ConnectionPool.check_connection,
+            timeout=POOL_WAIT,
+            reconnect_timeout=0,  # keep trying for ever: PostgreSQL may come back
+            open=False,
+            name="opencoded",
+        )
+        try:
+            pool.open(wait=True, timeout=OPEN_WAIT)
+        except psycopg_pool.PoolTimeout:
+            pool.close()
+            raise StoreError(f"cannot open database {where}: no connection in time") from None
+        self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            # A query still running in an abandoned thread ends by its statement_timeout.
+            await trio.to_thread.run_sync(lambda: pool.close(timeout=2.0))
+
+    # ---- running calls in threads ------------------------------------------------------
+
+    def _conn(self) -> Any:
+        pool = self._pool
+        if pool is None:
+            raise StoreError("the store is closed")
+        return pool.connection()
+
+    def _run(self, fn: Callable[[psycopg.Connection], T]) -> T:
+        try:
+            with self._conn() as conn:
+                return fn(conn)
+        except psycopg_pool.PoolTimeout:
+            raise StoreError("database unavailable: no connection to PostgreSQL") from None
+        except psycopg.Error as exc:
+            raise StoreError(f"database error: {_one_line(exc)}") from exc
+
+    async def _read(self, fn: Callable[[psycopg.Connection], T]) -> T:
+        return await trio.to_thread.run_sync(self._run, fn, limiter=self._limiter)
+
+    async def _one(self, sql: str, params: Sequence[Any]) -> tuple | None:
+        return await self._read(lambda c: c.execute(sql, params).fetchone())
+
+    async def _all(self, sql: str, params: Sequence[Any]) -> list[tuple]:
+        return await self._read(lambda c: c.execute(sql, params).fetchall())
+
+    # ---- writes ----------------------------------------------------------------------
+
+    async def apply(self, work: Sequence[ops.WriteOp]) -> list[Any]:
+        work = list(work)
+        # Like SQLite's writer: only a shutdown out of time cancels it; the transaction
+        # then ends with the connection (statement_timeout bounds what is running).
+        async with self._write_limiter:
+            return await trio.to_thread.run_sync(
+                self._run, lambda c: _apply_all(c, work), abandon_on_cancel=True
+            )
+
+    # ---- reads -----------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._one("SELECT 1", ())
+
+    async def get_project(self, project_id: str) -> Project | None:
+        row = await self._one(f"{_PROJECT_SQL} WHERE id = %s", (project_id,))
+        return Project(*row) if row else None
+
+    async def find_project_by_path(self, path: str) -> Project | None:
+        row = await self._one(f"{_PROJECT_SQL} WHERE path = %s", (path,))
+        return Project(*row) if row else None
+
+    async def list_projects(self) -> list[Project]:
+        rows = await self._all(f"{_PROJECT_SQL} ORDER BY created, id", ())
+        return [Project(*r) for r in rows]
+
+    async def get_session(self, session_id: str) -> Session | None:
+        row = await self._one(_SESSION_SQL, (session_id,))
+        return _session(row) if row else None
+
+    async def list_sessions(
+        self, *, limit: int, before: str | None = None, project: str | None = None
+    ) -> list[Session]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if before is not None:
+            clauses.append("n < (SELECT n FROM sessions WHERE id = %s)")
+            params.append(before)
+        if project is not None:
+            clauses.append("project = %s")
+            params.append(project)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT {_SESSION_COLUMNS} FROM sessions {where} ORDER BY n DESC LIMIT %s"
+        return [_session(r) for r in await self._all(sql, (*params, limit))]
+
+    async def stale_sessions(self, updated_before: int) -> list[str]:
+        rows = await self._all(
+            "SELECT id FROM sessions WHERE updated < %s ORDER BY updated", (updated_before,)
+        )
+        return [r[0] for r in rows]
+
+    async def session_snapshot(
+        self, session_id: str, *, with_last_seq: bool
+    ) -> SessionSnapshot | None:
+        def run(c: psycopg.Connection) -> SessionSnapshot | None:
+            with c.transaction():  # one consistent view of the three reads
+                row = c.execute(_SESSION_SQL, (session_id,)).fetchone()
+                if row is None:
+                    return None
+                rows = c.execute(_MESSAGES_SQL, (session_id,)).fetchall()
+                last_seq = None
+                if with_last_seq:
+                    last_seq = c.execute(_LAST_SEQ_SQL, (session_id,)).fetchone()[0] or 0
+            return SessionSnapshot(_session(row), _messages(rows), last_seq)
+
+        return await self._read(run)
+
+    async def read_events(self, session_id: str, after: int, limit: int = 1000) -> list[Event]:
+        rows = await self._all(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE session_id = %s AND seq > %s"
+            " ORDER BY seq LIMIT %s",
+            (session_id, after, limit),
+        )
+        return [_event(r) for r in rows]
+
+    async def last_seq(self, session_id: str) -> int | None:
+        row = await self._one(_SESSION_LAST_SEQ_SQL, (session_id, session_id))
+        assert row is not None
+        return None if row[0] is None else row[1] or 0
+
+    async def list_messages(self, session_id: str) -> list[Message]:
+        return _messages(await self._all(_MESSAGES_SQL, (session_id,)))
+
+    async def get_turn(self, turn_id: str) -> Turn | None:
+        row = await self._one(f"SELECT {_TURN_COLUMNS} FROM turns WHERE id = %s", (turn_id,))
+        return Turn(*row) if row else None
+
+    async def running_turns(self) -> list[Turn]:
+        rows = await self._all(f"SELECT {_TURN_COLUMNS} FROM turns WHERE status = 'running'", ())
+        return [Turn(*r) for r in rows]
+
+    async def get_permission(self, request_id: str) -> PermissionRequest | None:
+        row = await self._one(f"{_PERMISSION_SQL} WHERE id = %s", (request_id,))
+        return _permission(row) if row else None
+
+    async def pending_permissions(self, session_id: str) -> list[PermissionRequest]:
+        rows = await self._all(
+            f"{_PERMISSION_SQL} WHERE session_id = %s AND status = 'pending' ORDER BY created, n",
+            (session_id,),
+        )
+        return [_permission(r) for r in rows]
+
+    async def vacuum(self) -> None:
+        """Nothing: PostgreSQL's autovacuum reuses the space of deleted rows."""
+
+    async def last_event(self, session_id: str, type: str) -> Event | None:
+        row = await self._one(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE session_id = %s AND type = %s"
+            " ORDER BY seq DESC LIMIT 1",
+            (session_id, type),
+        )
+        return _event(row) if row else None
+
+
+@asynccontextmanager
+async def PostgresStore(url: str) -> AsyncIterator[Store]:
+    """A Store on the PostgreSQL database at `url`."""
+    async with open_store(PostgresBackend(url)) as store:
+        yield store
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# ---- applying a group of writes (in a worker thread) ----------------------------------
+
+
+def _apply_all(c: psycopg.Connection, work: list[ops.WriteOp]) -> list[Any]:
+    """One transaction; each op in its own savepoint, so one failing op fails alone.
+    A failure of the transaction itself (connection lost, commit refused) propagates:
+    `_run` makes it the StoreError of the whole group."""
+    results: list[Any] = []
+    with c.transaction():
+        for op in work:
+            if isinstance(op, ops.InsertEvents):  # row by row on failure, its own savepoints
+                results.append(_insert_events(c, op))
+                continue
+            try:
+                with c.transaction():
+                    results.append(_HANDLERS[type(op)](c, op))
+            except Exception as exc:
+                if c.broken:
+                    raise
+                results.append(_error(exc))
+    return results
+
+
+def _error(exc: Exception) -> StoreError:
+    if isinstance(exc, psycopg.errors.IntegrityError):
+        return StoreConflict(f"refused by the database: {_one_line(exc)}")
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, psycopg.Error):
+        return StoreError(f"database write failed: {_one_line(exc)}")
+    return StoreError(f"database write failed: {type(exc).__name__}: {exc}")
+
+
+def _create_project(c: psycopg.Connection, op: ops.CreateProject) -> Project:
+    _insert_project(c, op.project)
+    row = c.execute(f"{_PROJECT_SQL} WHERE path = %s", (op.project.path,)).fetchone()
+    assert row is not None
+    return Project(*row)
+
+
+def _delete_project(c: psycopg.Connection, op: ops.DeleteProject) -> bool:
+    c.execute("UPDATE sessions SET project = NULL WHERE project = %s", (op.project_id,))
+    return c.execute("DELETE FROM projects WHERE id = %s", (op.project_id,)).rowcount > 0
+
+
+def _create_session(c: psycopg.Connection, op: ops.CreateSession) -> Session:
+    stored = op.session
+    if op.new_project is not None:
+        # Two creates for the same new directory may race (on two instances too); the
+        # path decides.
+        _insert_project(c, op.new_project)
+        row = c.execute("SELECT id FROM projects WHERE path = %s", (op.new_project.path,))
+        stored = attrs.evolve(stored, project=row.fetchone()[0])  # type: ignore[index]
+    c.execute(
+        f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+        _session_row(stored),
+    )
+    return stored
+
+
+def _update_session(c: psycopg.Connection, op: ops.UpdateSession) -> None:
+    row = _session_row(op.session)
+    c.execute(
+        "UPDATE sessions SET created=%s, updated=%s, provider=%s, model=%s, project=%s,"
+        " directory=%s, title=%s, permission=%s WHERE id=%s",
+        (*row[1:], row[0]),
+    )
+
+
+def _delete_sessions(c: psycopg.Connection, op: ops.DeleteSessions) -> list[str]:
+    """Everything a session owns goes with it (ON DELETE CASCADE)."""
+    ids = list(op.ids)
+    if op.updated_before is None:
+        cur = c.execute("DELETE FROM sessions WHERE id = ANY(%s) RETURNING id", (ids,))
+    else:
+        cur = c.execute(
+            "DELETE FROM sessions WHERE id = ANY(%s) AND updated < %s RETURNING id",
+            (ids, op.updated_before),
+        )
+    gone = {r[0] for r in cur.fetchall()}
+    return [i for i in dict.fromkeys(ids) if i in gone]
+
+
+def _save_message(c: psycopg.Connection, op: ops.SaveMessage) -> None:
+    m = op.message
+    c.execute(
+        "INSERT INTO messages (id, session_id, turn_id, role, parts, created)"
+        " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET parts = excluded.parts",
+        (m.id, m.session_id, m.turn_id, m.role, json.dumps(m.parts), m.created),
+    )
+    c.execute(
+        "UPDATE sessions SET updated = GREATEST(updated, %s) WHERE id = %s",
+        (m.created, m.session_id),
+    )
+
+
+def _start_turn(c: psycopg.Connection, op: ops.StartTurn) -> None:
+    _save_message(c, ops.SaveMessage(op.message))
+    _save_turn(c, ops.SaveTurn(op.turn))
+
+
+def _save_turn(c: psycopg.Connection, op: ops.SaveTurn) -> None:
+    c.execute(_UPSERT_TURN, _turn_row(op.turn))
+
+
+def _close_turn(c: psycopg.Connection, op: ops.CloseTurn) -> None:
+    if op.message is not None:
+        _save_message(c, ops.SaveMessage(op.message))
+    _expire_permissions(c, ops.ExpirePermissions([op.turn.id]))
+    if op.events:
+        c.execute(_INSERT_EVENTS, _columns([_event_row(e) for e in op.events]))
+    _save_turn(c, ops.SaveTurn(op.turn))
+
+
+def _touch_turns(c: psycopg.Connection, op: ops.TouchTurns) -> None:
+    c.execute(
+        "UPDATE turns SET alive = %s WHERE id = ANY(%s) AND status = 'running'",
+        (op.at, list(op.turn_ids)),
+    )
+
+
+def _save_permission(c: psycopg.Connection, op: ops.SavePermission) -> None:
+    r = op.request
+    c.execute(
+        "INSERT INTO permissions (id, session_id, turn_id, tool, args, status, created)"
+        " VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET"
+        " session_id = excluded.session_id, turn_id = excluded.turn_id, tool = excluded.tool,"
+        " args = excluded.args, status = excluded.status, created = excluded.created",
+        (r.id, r.session_id, r.turn_id, r.tool, json.dumps(r.args), r.status, r.created),
+    )
+
+
+def _expire_permissions(c: psycopg.Connection, op: ops.ExpirePermissions) -> int:
+    return c.execute(
+        "UPDATE permissions SET status = 'expired' WHERE status = 'pending' AND turn_id = ANY(%s)",
+        (list(op.turn_ids),),
+    ).rowcount
+
+
+def _flush(c: psycopg.Connection, op: ops.Flush) -> None:
+    pass
+
+
+# One handler per write op (storage.ops); a new op is a function and a line here.
+_HANDLERS: dict[type, Callable[[psycopg.Connection, Any], Any]] = {
+    ops.CreateProject: _create_project,
+    ops.DeleteProject: _delete_project,
+    ops.CreateSession: _create_session,
+    ops.UpdateSession: _update_session,
+    ops.DeleteSessions: _delete_sessions,
+    ops.SaveMessage: _save_message,
+    ops.StartTurn: _start_turn,
+    ops.SaveTurn: _save_turn,
+    ops.CloseTurn: _close_turn,
+    ops.TouchTurns: _touch_turns,
+    ops.SavePermission: _save_permission,
+    ops.ExpirePermissions: _expire_permissions,
+    ops.Flush: _flush,
+}
+
+
+def _insert_events(c: psycopg.Connection, op: ops.InsertEvents) -> set[int] | StoreError:
+    """Insert the events; return the indexes of those that could not be stored.
+
+    One statement for the whole batch (arrays, unnest); if it fails (e.g. a session
+    deleted under a running turn), the rows are retried one by one, each in its own
+    savepoint, so only the failing ones are lost.
+    """
+    try:
+        rows = [_event_row(e) for e in op.events]
+    except Exception as exc:  # an unserialisable event: all of them are lost, not the writer
+        return _error(exc)
+    if not rows:
+        return set()
+    try:
+        with c.transaction():
+            c.execute(_INSERT_EVENTS, _columns(rows))
+        return set()
+    except Exception:
+        if c.broken:
+            raise
+    failed = set()
+    for i, row in enumerate(rows):
+        try:
+            with c.transaction():
+                c.execute(_INSERT_EVENT, row)
+        except Exception:
+            if c.broken:
+                raise
+            failed.add(i)
+    return failed
+
+
+_PROJECT_SQL = "SELECT id, name, path, created FROM projects"
+_PERMISSION_SQL = "SELECT id, session_id, turn_id, tool, args, status, created FROM permissions"
+_SESSION_SQL = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = %s"
+_MESSAGES_SQL = (
+    "SELECT id, session_id, turn_id, role, parts, created FROM messages"
+    " WHERE session_id = %s ORDER BY ord"
+)
+_LAST_SEQ_SQL = "SELECT max(seq) FROM events WHERE session_id = %s"
+_SESSION_LAST_SEQ_SQL = (
+    "SELECT (SELECT 1 FROM sessions WHERE id = %s),"
+    " (SELECT max(seq) FROM events WHERE session_id = %s)"
+)
+_INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (%s,%s,%s,%s,%s)"
+_INSERT_EVENTS = (
+    f"INSERT INTO events ({_EVENT_COLUMNS})"
+    " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], %s::float8[])"
+)
+_UPSERT_TURN = (
+    f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+    " ON CONFLICT (id) DO UPDATE SET session_id = excluded.session_id,"
+    " message_id = excluded.message_id, status = excluded.status, started = excluded.started,"
+    " ended = excluded.ended, input_tokens = excluded.input_tokens,"
+    " output_tokens = excluded.output_tokens, cost = excluded.cost, alive = excluded.alive"
+)
+
+
+def _event_row(e: Event) -> tuple:
+    return (e.session_id, int(e.seq), e.type, json.dumps(e.data), float(e.created))
+
+
+def _columns(rows: list[tuple]) -> tuple[list[Any], ...]:
+    return tuple(list(col) for col in zip(*rows, strict=True))
+
+
+def _event(r: tuple) -> Event:
+    return Event(r[0], r[1], r[2], json.loads(r[3]), r[4])
+
+
+def _messages(rows: list[tuple]) -> list[Message]:
+    return [Message(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+
+
+def _insert_project(c: psycopg.Connection, p: Project) -> None:
+    c.execute(
+        "INSERT INTO projects (id, name, path, created) VALUES (%s,%s,%s,%s)"
+        " ON CONFLICT (path) DO NOTHING",
+        (p.id, p.name, p.path, p.created),
+    )
+
+
+def _session_row(s: Session) -> tuple:
+    return (
+        s.id,
+        s.created,
+        s.updated,
+        s.provider,
+        s.model,
+        s.project,
+        s.directory,
+        s.title,
+        json.dumps(s.permission),
+    )
+
+
+def _session(row: tuple) -> Session:
+    return Session(*row[:8], permission=json.loads(row[8]))
+
+
+def _permission(row: tuple) -> PermissionRequest:
+    return PermissionRequest(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6])
+
+
+def _turn_row(t: Turn) -> tuple:
+    return (
+        t.id,
+        t.session_id,
+        t.message_id,
+        t.status,
+        t.started,
+        t.ended,
+        t.input_tokens,
+        t.output_tokens,
+        t.cost,
+        t.alive,
+    )
