@@ -40,6 +40,7 @@ log = logging.getLogger("opencoded")
 GRACEFUL_TIMEOUT = 2.0
 SWITCH_INTERVAL = 0.0005  # seconds; see run_daemon
 DISCOVERY_TIMEOUT = 10.0
+RECOVERY_INTERVAL = 2.0  # seconds between looks for a dead instance's turns (shared store)
 
 
 class StartupError(Exception):
@@ -189,6 +190,7 @@ async def _run_locked(config, data_dir, cors_flag, stop, task_status) -> None:
     lock_fd = claim_socket_path(socket_path) if socket_path else None
     try:
         async with _open_store(data_dir, config.database) as store:
+            token = await _cluster_token(store, data_dir, token)
             await recovery.recover(store)
             await _serve(config, store, token, socket_path, passed, cors_flag, stop, task_status)
     finally:
@@ -212,6 +214,32 @@ async def _open_store(data_dir: Path, database: str | None) -> AsyncIterator[Sto
         if opened:
             raise
         raise StartupError(str(exc)) from None
+
+
+async def _cluster_token(store: Store, data_dir: Path, token: str) -> str:
+    """Instances sharing a database accept one token, the first one's (docs/scaling.md);
+    each also keeps it in its data dir's `token` file, where clients look."""
+    share = getattr(store.backend, "shared_token", None)
+    if share is None:
+        return token
+    shared = await share(token)
+    if shared != token:
+        fd = os.open(data_dir / "token", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(shared + "\n")
+    return shared
+
+
+async def _recover_dead_instances(daemon: Daemon) -> None:
+    """Several instances: close the turns of one that died, once their leases expire
+    (storage.postgres lists only those), and show the end to this instance's followers."""
+    while True:
+        await trio.sleep(RECOVERY_INTERVAL)
+        try:
+            if await recovery.recover(daemon.store):
+                daemon.sessions.remote_events(None, 0)
+        except Exception:
+            log.warning("recovery of another instance's turns failed", exc_info=True)
 
 
 def _backend(data_dir: Path, database: str | None) -> Backend:
@@ -266,6 +294,8 @@ async def _run_background(daemon: Daemon, *, task_status: trio.TaskStatus) -> No
             nursery.start_soon(_discover_models, daemon)
             nursery.start_soon(daemon.mcp.run)  # MCP servers, stopped with the rest
             nursery.start_soon(reload.watch_sighup, daemon)
+            if getattr(daemon.store.backend, "shared", False):
+                nursery.start_soon(_recover_dead_instances, daemon)
             interval = systemd.watchdog_interval()
             if interval is not None:
                 nursery.start_soon(systemd.watchdog, interval, daemon.store.ping)

@@ -133,6 +133,22 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def query_test_db(data_dir: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    """Run one read on the database of this test's daemons (`?` placeholders)."""
+    if DATABASE is not None:
+        import psycopg
+
+        with psycopg.connect(DATABASE) as conn:
+            return conn.execute(sql.replace("?", "%s"), params).fetchall()
+    import sqlite3
+
+    conn = sqlite3.connect(data_dir / "opencode.db", timeout=5)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
 def open_test_store(data_dir: Path) -> AbstractAsyncContextManager[Store]:
     """The store the daemons of this test use (to build a state before one starts)."""
     if DATABASE is not None:

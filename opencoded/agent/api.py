@@ -151,8 +151,9 @@ async def submit_message(daemon: Daemon, session_id: str, parts: list[dict]) -> 
         session, history = snapshot.session, snapshot.messages
         provider_id, model = _resolve_model(daemon, session)
         root = await _project_root(daemon, session)
-        _check_free(daemon, session_id, runtime)  # nothing awaits from here on but the queue
         turn_id, user_id, reply_id = new_id("turn"), new_id("msg"), new_id("msg")
+        await sessions.claim_turn(runtime, turn_id)  # several instances: one turn anywhere
+        _check_free(daemon, session_id, runtime)  # nothing awaits from here on but the queue
         user = Message(user_id, session_id, turn_id, "user", clean, now())
         recorded = await daemon.store.start_turn(
             user, Turn(turn_id, session_id, reply_id, "running", started=time.time())

@@ -19,6 +19,7 @@ nursery then has nothing left to wait for, so shutdown is bounded.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -64,6 +65,9 @@ class SessionRuntime:
     # `complete` stays the last event of its turn.
     pending_end: Callable[[], Awaitable[None]] | None = None
     closed: bool = False
+    # Another instance's events: the seq to catch up to, and whether a task does it.
+    remote_seq: float = 0
+    catching_up: bool = False
 
     @property
     def busy(self) -> bool:
@@ -215,6 +219,53 @@ class SessionManager:
             await runtime.pending_end()
             runtime.pending_end = None
 
+    # ---- several instances on one database (a backend with `shared`) ------------------
+
+    async def claim_turn(self, runtime: SessionRuntime, turn_id: str) -> None:
+        """Take the session's turn across the cluster (SessionBusy if a turn runs on
+        another instance), then catch the log up with what other instances stored, so
+        the turn's seqs follow theirs. Nothing on a backend of one instance."""
+        claim = getattr(self.store.backend, "claim_turn", None)
+        if claim is None:
+            return
+        if not await claim(runtime.id, turn_id):
+            raise SessionBusy(
+                "a turn is already running in this session (on another instance)",
+                {"sessionId": runtime.id, "turnId": None},
+            )
+        runtime.remote_seq = math.inf
+        await self._catch_up(runtime, local_turn_ok=True)
+
+    def remote_events(self, session_id: str | None, seq: int) -> None:
+        """Another instance stored the session's events up to `seq` (None: maybe missed
+        some, for any session): open runtimes read them back and publish them."""
+        if session_id is None:
+            runtimes = list(self._runtimes.values())
+        else:
+            runtime = self._runtimes.get(session_id)
+            runtimes = [runtime] if runtime is not None else []
+        for runtime in runtimes:
+            runtime.remote_seq = max(runtime.remote_seq, math.inf if session_id is None else seq)
+            if runtime.turn is None and not runtime.catching_up:
+                self._nursery.start_soon(self._catch_up, runtime)
+
+    async def _catch_up(self, runtime: SessionRuntime, *, local_turn_ok: bool = False) -> None:
+        # A local turn is the only writer of its session: nothing to read back then.
+        log_ = runtime.log
+        runtime.catching_up = True
+        try:
+            while runtime.remote_seq > log_.committed_seq and not runtime.closed:
+                events = await self.store.read_events(runtime.id, log_.committed_seq)
+                if not events or (runtime.turn is not None and not local_turn_ok):
+                    break
+                log_.publish_stored(events)
+        except Exception:
+            log.warning("could not read back another instance's events", exc_info=True)
+        finally:
+            runtime.catching_up = False
+            if runtime.remote_seq == math.inf:
+                runtime.remote_seq = 0
+
     # ---- delete, prune -----------------------------------------------------------------
 
     async def delete(self, session_id: str) -> bool:
@@ -292,6 +343,9 @@ async def open_session_manager(store: Store) -> AsyncIterator[SessionManager]:
     async with trio.open_nursery() as nursery:
         manager = SessionManager(store, nursery)
         nursery.start_soon(manager._keep_alive)
+        listen = getattr(store.backend, "listen_events", None)
+        if listen is not None:  # other instances' events (storage.postgres)
+            nursery.start_soon(listen, manager.remote_events)
         try:
             yield manager
         finally:

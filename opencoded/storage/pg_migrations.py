@@ -82,6 +82,21 @@ MIGRATIONS: list[str] = [
     CREATE INDEX permissions_session ON permissions(session_id, status);
     CREATE INDEX permissions_turn ON permissions(turn_id) WHERE status = 'pending';
     """,
+    # 2: what several instances share (docs/scaling.md): the cluster's settings (its API
+    # token), and one lease per session with a running turn, timed by the database's clock.
+    """
+    CREATE TABLE cluster (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE turn_leases (
+        session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE,
+        turn_id TEXT NOT NULL,
+        instance TEXT NOT NULL,
+        expires TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX turn_leases_turn ON turn_leases(turn_id);
+    """,
 ]
 
 

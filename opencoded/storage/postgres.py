@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -28,7 +29,7 @@ import psycopg
 import psycopg_pool
 import trio
 
-from ..records import Event, Message, PermissionRequest, Project, Session, Turn
+from ..records import Event, Message, PermissionRequest, Project, Session, Turn, new_id
 from . import ops
 from .base import SessionSnapshot, StoreConflict, StoreError
 from .pg_migrations import migrate
@@ -42,6 +43,12 @@ STATEMENT_TIMEOUT_MS = 30_000  # a thread stuck in a query cannot be cancelled b
 CONNECT_TIMEOUT = 10  # seconds, per connection attempt
 POOL_WAIT = 15.0  # seconds a call may wait for a free (or re-made) connection
 OPEN_WAIT = 15.0  # seconds the first connections may take at start
+LEASE_SECONDS = 10.0  # a running turn's lease; renewed by the alive marks (every 2 s)
+EVENTS_CHANNEL = "opencode_events"  # NOTIFY payload: "<instance> <session id> <seq>"
+LISTEN_POLL = 0.5  # seconds between the listener thread's checks for a stop
+RELISTEN_DELAY = 1.0  # seconds between attempts to reconnect the listener
+
+RemoteEvents = Callable[[str | None, int], None]
 
 _SESSION_COLUMNS = "id, created, updated, provider, model, project, directory, title, permission"
 _TURN_COLUMNS = (
@@ -65,10 +72,21 @@ def redact(url: str) -> str:
 
 
 class PostgresBackend:
-    """A Backend (see storage.base) on one PostgreSQL database, shared by instances."""
+    """A Backend (see storage.base) on one PostgreSQL database, shared by instances.
+
+    Beyond the Backend protocol, what several instances need (docs/scaling.md): each
+    commit notifies the other instances of the events it stored (`listen_events`), a
+    running turn holds a lease on its session (`claim_turn`, renewed by the alive marks,
+    released with the turn's end), `running_turns` only lists turns nobody holds a lease
+    on (so an instance recovers a dead one's turns, never a live one's), and the API
+    token is the cluster's (`shared_token`).
+    """
+
+    shared = True  # several instances use one database
 
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
         self.url = url
+        self.instance = new_id("inst")  # this process, in notifications and leases
         self._pool: psycopg_pool.ConnectionPool | None = None
         self._pool_size = pool_size
         self._limiter = trio.CapacityLimiter(pool_size)  # threads never wait in the pool
@@ -149,8 +167,74 @@ class PostgresBackend:
         # then ends with the connection (statement_timeout bounds what is running).
         async with self._write_limiter:
             return await trio.to_thread.run_sync(
-                self._run, lambda c: _apply_all(c, work), abandon_on_cancel=True
+                self._run, lambda c: _apply_all(c, work, self.instance), abandon_on_cancel=True
             )
+
+    # ---- the cluster -------------------------------------------------------------------
+
+    async def claim_turn(self, session_id: str, turn_id: str) -> bool:
+        """Take the session's turn lease for `turn_id`; False if a turn runs anywhere
+        (or one of a dead instance still waits to be recovered)."""
+
+        def run(c: psycopg.Connection) -> bool:
+            with c.transaction():
+                if c.execute(_RUNNING_IN_SESSION, (session_id,)).fetchone():
+                    return False
+                row = c.execute(
+                    _CLAIM_LEASE, (session_id, turn_id, self.instance, LEASE_SECONDS)
+                ).fetchone()
+                return row is not None
+
+        return await self._read(run)
+
+    async def shared_token(self, candidate: str) -> str:
+        """The cluster's API token: `candidate` if no instance stored one before."""
+
+        def run(c: psycopg.Connection) -> str:
+            with c.transaction():
+                c.execute(
+                    "INSERT INTO cluster VALUES ('token', %s) ON CONFLICT DO NOTHING", (candidate,)
+                )
+                row = c.execute("SELECT value FROM cluster WHERE key = 'token'").fetchone()
+            assert row is not None
+            return row[0]
+
+        return await self._read(run)
+
+    async def listen_events(self, deliver: RemoteEvents) -> None:
+        """Until cancelled: `deliver(session_id, seq)` on the Trio thread for events other
+        instances committed; `deliver(None, 0)` after each (re)connection, since the
+        notifications sent while no one listened are lost (catch up from the table)."""
+        token = trio.lowlevel.current_trio_token()
+        stop = threading.Event()
+        try:
+            await trio.to_thread.run_sync(
+                self._listen, deliver, token, stop, abandon_on_cancel=True
+            )
+        finally:
+            stop.set()  # the thread sees it within LISTEN_POLL and closes its connection
+
+    def _listen(self, deliver: RemoteEvents, token: trio.lowlevel.TrioToken, stop: Any) -> None:
+        while not stop.is_set():
+            try:
+                with psycopg.connect(
+                    self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT
+                ) as conn:
+                    conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+                    trio.from_thread.run_sync(deliver, None, 0, trio_token=token)
+                    while not stop.is_set():
+                        for note in conn.notifies(timeout=LISTEN_POLL):
+                            instance, session_id, seq = note.payload.split(" ")
+                            if instance != self.instance:
+                                trio.from_thread.run_sync(
+                                    deliver, session_id, int(seq), trio_token=token
+                                )
+            except trio.RunFinishedError:
+                return
+            except psycopg.Error as exc:
+                if not stop.is_set():
+                    log.warning("storage: event listener lost PostgreSQL: %s", _one_line(exc))
+                    stop.wait(RELISTEN_DELAY)
 
     # ---- reads -----------------------------------------------------------------------
 
@@ -231,7 +315,12 @@ class PostgresBackend:
         return Turn(*row) if row else None
 
     async def running_turns(self) -> list[Turn]:
-        rows = await self._all(f"SELECT {_TURN_COLUMNS} FROM turns WHERE status = 'running'", ())
+        """The running turns no live instance holds a lease on (recovery's list)."""
+        rows = await self._all(
+            f"SELECT {_TURN_COLUMNS} FROM turns t WHERE status = 'running' AND NOT EXISTS"
+            " (SELECT 1 FROM turn_leases l WHERE l.turn_id = t.id AND l.expires > now())",
+            (),
+        )
         return [Turn(*r) for r in rows]
 
     async def get_permission(self, request_id: str) -> PermissionRequest | None:
@@ -272,15 +361,22 @@ def _one_line(exc: BaseException) -> str:
 # ---- applying a group of writes (in a worker thread) ----------------------------------
 
 
-def _apply_all(c: psycopg.Connection, work: list[ops.WriteOp]) -> list[Any]:
+def _apply_all(c: psycopg.Connection, work: list[ops.WriteOp], instance: str) -> list[Any]:
     """One transaction; each op in its own savepoint, so one failing op fails alone.
     A failure of the transaction itself (connection lost, commit refused) propagates:
-    `_run` makes it the StoreError of the whole group."""
+    `_run` makes it the StoreError of the whole group.
+
+    The other instances are notified of the last seq stored per session; PostgreSQL
+    delivers notifications at commit, in commit order, and only if it commits."""
     results: list[Any] = []
+    stored: dict[str, int] = {}
     with c.transaction():
         for op in work:
             if isinstance(op, ops.InsertEvents):  # row by row on failure, its own savepoints
-                results.append(_insert_events(c, op))
+                result = _insert_events(c, op)
+                results.append(result)
+                if not isinstance(result, BaseException):
+                    _note(stored, [e for i, e in enumerate(op.events) if i not in result])
                 continue
             try:
                 with c.transaction():
@@ -289,7 +385,18 @@ def _apply_all(c: psycopg.Connection, work: list[ops.WriteOp]) -> list[Any]:
                 if c.broken:
                     raise
                 results.append(_error(exc))
+            else:
+                _note(stored, getattr(op, "events", ()))
+        for session_id, seq in stored.items():
+            c.execute(
+                "SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, f"{instance} {session_id} {seq}")
+            )
     return results
+
+
+def _note(stored: dict[str, int], events: Sequence[Event]) -> None:
+    for e in events:
+        stored[e.session_id] = max(stored.get(e.session_id, 0), e.seq)
 
 
 def _error(exc: Exception) -> StoreError:
@@ -381,12 +488,18 @@ def _close_turn(c: psycopg.Connection, op: ops.CloseTurn) -> None:
     if op.events:
         c.execute(_INSERT_EVENTS, _columns([_event_row(e) for e in op.events]))
     _save_turn(c, ops.SaveTurn(op.turn))
+    if op.turn.status != "running":
+        c.execute("DELETE FROM turn_leases WHERE turn_id = %s", (op.turn.id,))
 
 
 def _touch_turns(c: psycopg.Connection, op: ops.TouchTurns) -> None:
+    """Also renews the turns' leases (on the database's clock)."""
+    ids = list(op.turn_ids)
+    c.execute("UPDATE turns SET alive = %s WHERE id = ANY(%s) AND status = 'running'", (op.at, ids))
     c.execute(
-        "UPDATE turns SET alive = %s WHERE id = ANY(%s) AND status = 'running'",
-        (op.at, list(op.turn_ids)),
+        "UPDATE turn_leases SET expires = now() + make_interval(secs => %s)"
+        " WHERE turn_id = ANY(%s)",
+        (LEASE_SECONDS, ids),
     )
 
 
@@ -462,6 +575,14 @@ def _insert_events(c: psycopg.Connection, op: ops.InsertEvents) -> set[int] | St
     return failed
 
 
+_RUNNING_IN_SESSION = "SELECT 1 FROM turns WHERE session_id = %s AND status = 'running' LIMIT 1"
+# Taken if free or expired; the row lock makes two instances claiming at once take turns.
+_CLAIM_LEASE = (
+    "INSERT INTO turn_leases VALUES (%s, %s, %s, now() + make_interval(secs => %s))"
+    " ON CONFLICT (session_id) DO UPDATE SET turn_id = excluded.turn_id,"
+    " instance = excluded.instance, expires = excluded.expires"
+    " WHERE turn_leases.expires < now() RETURNING 1"
+)
 _PROJECT_SQL = "SELECT id, name, path, created FROM projects"
 _PERMISSION_SQL = "SELECT id, session_id, turn_id, tool, args, status, created FROM permissions"
 _SESSION_SQL = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = %s"
