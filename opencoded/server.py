@@ -24,6 +24,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from . import recovery, reload, retention, systemd
+from .agent.api import remote_answer
 from .config import Config, ConfigError
 from .daemon import Daemon, DataDirBusy, Endpoints, ensure_token, lock_data_dir
 from .http import hypercorn_fixes
@@ -32,6 +33,7 @@ from .http.routes import streams
 from .http.security import Policy, is_loopback
 from .paths import AF_UNIX_PATH_MAX, check_socket_dir
 from .providers.registry import ProviderRegistry
+from .records import new_id
 from .sessions import open_session_manager
 from .storage import Backend, SQLiteBackend, Store, StoreError, open_store
 from .tools import sandbox
@@ -249,7 +251,18 @@ def _backend(data_dir: Path, database: str | None) -> Backend:
 
     if not is_postgres_url(database):
         raise StartupError("database: expected a postgresql://… URL (or none for SQLite)")
-    return PostgresBackend(database)
+    return PostgresBackend(database, instance=_instance_id(data_dir))
+
+
+def _instance_id(data_dir: Path) -> str:
+    """This data dir's name among the instances sharing a database (made once)."""
+    path = data_dir / "instance"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        name = new_id("inst")
+        path.write_text(name + "\n")
+        return name
 
 
 async def _serve(config, store, token, socket_path, passed, cors_flag, stop, task_status) -> None:
@@ -259,6 +272,7 @@ async def _serve(config, store, token, socket_path, passed, cors_flag, stop, tas
     try:
         async with open_session_manager(store) as sessions, trio.open_nursery() as nursery:
             daemon = Daemon(config, store, sessions, providers, token, nursery)
+            sessions.control_handlers["permission"] = partial(remote_answer, daemon)
             app = daemon.app = create_app(daemon, Policy.from_config(config, token, cors_flag))
             hc = hypercorn_config(config, socket_path, passed)
             hypercorn_stop = trio.Event()

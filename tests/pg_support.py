@@ -14,6 +14,7 @@ import itertools
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -109,13 +110,31 @@ class PgServer:
         self.sql(f"CREATE DATABASE {name} TEMPLATE opencode_template")
         return self.url(name)
 
+    def _fast_shutdown(self) -> None:
+        """SIGINT to the postmaster itself (behind runuser): PostgreSQL's "fast" shutdown
+        cuts clients off; SIGTERM ("smart") would wait for every client to leave."""
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGINT)
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (resume() starts it again)."""
+        assert self.proc is not None
+        self._fast_shutdown()
+        self.proc.wait(timeout=30)
+
+    def resume(self) -> None:
+        with open(self.root / "server.log", "ab") as log:
+            self.proc = self._spawn(self.root / "data", log)
+        self._wait_ready()
+
     def drop_database(self, url: str) -> None:
         name = url.rsplit("/", 1)[1].split("?", 1)[0]
         self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()  # "smart" shutdown would wait for clients; SIGINT is fast
+            self._fast_shutdown()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=10)
             if self.proc.poll() is None:

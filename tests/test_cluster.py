@@ -6,18 +6,26 @@ directories are shared (one machine here: a shared file system in production).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import time
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
+from trio_websocket import open_websocket_url
 
-from opencoded.storage.postgres import LEASE_SECONDS
+from opencoded.storage.postgres import LEASE_SECONDS, PostgresBackend
 
+from . import pg_support
+from .conftest import start_daemon
 from .daemon_process import DaemonProcess
-from .fakes.llm import FakeLLM, Reply, open_fake_llm
+from .fakes.llm import FakeLLM, FakeToolCall, Reply, open_fake_llm
 from .test_recovery import (
     agent_config,
     replay_until_complete,
@@ -37,9 +45,12 @@ async def fake() -> AsyncIterator[FakeLLM]:
 
 
 async def start_cluster(
-    nursery: trio.Nursery, root: Path, database: str, fake: FakeLLM, n: int
+    nursery: trio.Nursery, root: Path, database: str, fake: FakeLLM, n: int, *, bash: str = "allow"
 ) -> list[DaemonProcess]:
     config = agent_config(root, fake)
+    settings = json.loads(config.read_text())
+    settings["permission"]["bash"] = bash
+    config.write_text(json.dumps(settings))
     instances = []
     for name in "abc"[:n]:
         (root / name).mkdir()
@@ -156,8 +167,14 @@ async def test_kill_9_of_the_owner_a_survivor_interrupts_its_turn(
     await a.wait()
     async with unix(c.socket) as on_c:
         # A survivor closes the turn once A's lease expires (the database's clock).
-        with trio.fail_after(LEASE_SECONDS + 15):
-            events = await replay_until_complete(on_c, sid)
+        events: list[dict] = []
+        url = f"/sessions/{sid}/events?after=0"
+        async with on_c.stream("GET", url, timeout=None) as stream:  # bounded below
+            with trio.fail_after(LEASE_SECONDS + 15):
+                async for event in sse_events(stream):
+                    events.append(event)
+                    if event["type"] == "complete":
+                        break
         assert events[: len(seen)] == seen
         assert [e["type"] for e in events[-2:]] == ["error", "complete"]
         assert events[-2]["data"]["code"] == "INTERRUPTED"
@@ -186,3 +203,187 @@ async def test_one_token_for_the_cluster(
             refused = await client.get("/sessions", headers={"Authorization": "Bearer sk-x"})
             assert refused.status_code == 401
     stop_all([a, b])
+
+
+async def test_abort_sent_to_c_ends_the_turn_running_on_a(
+    nursery: trio.Nursery, tmpdir_short: Path, pg_database: str, fake: FakeLLM
+) -> None:
+    a, b, c = await start_cluster(nursery, tmpdir_short, pg_database, fake, 3)
+    sid = await new_session(a, tmpdir_short)
+    pid_file = tmpdir_short / "sleep.pid"
+    slow_turn_with_sleep(fake, pid_file)
+    async with unix(a.socket) as on_a:
+        await start_turn(on_a, sid, pid_file)
+    async with unix(c.socket) as on_c:
+        started = time.monotonic()
+        aborted = await on_c.post(f"/sessions/{sid}/abort")
+        elapsed = time.monotonic() - started
+        assert aborted.status_code == 200 and aborted.json() == {"aborted": True}
+        assert elapsed < 5  # the answer waits until A recorded the end (bounded)
+        events = await replay_until_complete(on_c, sid)
+        assert events[-1]["data"]["status"] == "aborted"
+        again = await on_c.post(f"/sessions/{sid}/abort")
+        assert again.json() == {"aborted": False}  # nothing runs anywhere now
+    stop_all([a, b, c])
+
+
+async def test_a_permission_answer_sent_to_c_reaches_the_turn_on_a(
+    nursery: trio.Nursery, tmpdir_short: Path, pg_database: str, fake: FakeLLM
+) -> None:
+    a, b, c = await start_cluster(nursery, tmpdir_short, pg_database, fake, 3, bash="ask")
+    sid = await new_session(a, tmpdir_short)
+    fake.push(
+        Reply(tool_calls=[FakeToolCall("t1", "bash", {"command": "echo from-a"})]),
+        Reply(text=["done"]),
+    )
+    body = {"parts": [{"type": "text", "text": "run it"}], "async": True}
+    async with unix(a.socket) as on_a, unix(c.socket) as on_c:
+        accepted = await on_a.post(f"/sessions/{sid}/messages", json=body)
+        assert accepted.status_code == 202
+        with trio.fail_after(15):  # polling another process's state, bounded
+            while not (pending := (await on_c.get(f"/sessions/{sid}/permissions")).json()):
+                await trio.sleep(0.05)
+        assert [p["tool"] for p in pending] == ["bash"]
+        answer = await on_c.post(
+            f"/sessions/{sid}/permissions/{pending[0]['id']}", json={"response": "once"}
+        )
+        assert answer.status_code == 200, answer.text
+        events = await replay_until_complete(on_c, sid)
+        assert events[-1]["data"]["status"] == "completed"
+        results = [e for e in events if e["type"] == "tool-result"]
+        assert "from-a" in json.dumps(results)
+        twice = await on_c.post(
+            f"/sessions/{sid}/permissions/{pending[0]['id']}", json={"response": "once"}
+        )
+        assert twice.status_code == 404  # answered: no one waits for it any more
+    stop_all([a, b, c])
+
+
+async def test_postgresql_down_clear_errors_health_503_then_back(
+    nursery: trio.Nursery, tmpdir_short: Path, pg_server: pg_support.PgServer
+) -> None:
+    """A private server (the shared one must stay up): stopped under a running daemon."""
+    private = pg_support.start_server()
+    try:
+        running = await start_daemon(nursery, tmpdir_short, {"database": private.url()})
+        async with running.unix() as client:
+            kept = (await client.post("/sessions", json={})).json()["id"]
+            assert (await client.get("/health")).json()["database"] == "ok"
+            await trio.to_thread.run_sync(private.pause)
+            health = await client.get("/health")
+            assert health.status_code == 503, health.text
+            assert health.json()["database"].startswith("error: ")
+            refused = await client.post("/sessions", json={})
+            assert refused.status_code == 503
+            assert refused.json()["error"]["code"] == "STORAGE_ERROR"
+            assert (await client.get(f"/sessions/{kept}")).status_code == 503
+            await trio.to_thread.run_sync(private.resume)
+            with trio.fail_after(20):  # the pool reconnects on its own, bounded
+                while (await client.get("/health")).status_code != 200:
+                    await trio.sleep(0.1)
+            assert (await client.get(f"/sessions/{kept}")).status_code == 200  # nothing lost
+            assert (await client.post("/sessions", json={})).status_code == 201
+        await running.shutdown()
+    finally:
+        await trio.to_thread.run_sync(private.stop)
+
+
+async def test_retention_runs_once_per_cluster(pg_database: str) -> None:
+    """Two instances' backends on one database: one wins each retention interval."""
+    first, second = PostgresBackend(pg_database), PostgresBackend(pg_database)
+    await first.open()
+    await second.open()
+    try:
+        claims = [await b.claim_periodic("retention", 3600) for b in (first, second, first)]
+        assert claims == [True, False, False]
+        assert await second.claim_periodic("retention", 0)  # its interval has passed
+    finally:
+        await first.close()
+        await second.close()
+
+
+# ---- nginx in front, with the configuration docs/scaling.md gives ----------------------------
+
+
+def nginx_config(upstreams: list[str], port: int, prefix: Path) -> str:
+    """The documented server block, with our ports, in a minimal nginx.conf."""
+    doc = (Path(__file__).parent.parent / "docs" / "scaling.md").read_text()
+    block = doc.split("```nginx\n", 1)[1].split("```", 1)[0]
+    servers = "".join(f"    server {u};\n" for u in upstreams)
+    block = block.replace("    server 127.0.0.1:3001;\n    server 127.0.0.1:3002;\n", servers)
+    block = block.replace("listen 3000;", f"listen 127.0.0.1:{port};")
+    temp = "".join(
+        f"{kind}_temp_path {prefix / kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return (
+        f"pid {prefix / 'nginx.pid'};\nerror_log {prefix / 'error.log'};\n"
+        f"events {{}}\nhttp {{\naccess_log off;\n{temp}{block}}}\n"
+    )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_two_instances_behind_nginx_with_the_documented_config(
+    nursery: trio.Nursery, tmpdir_short: Path, pg_database: str, fake: FakeLLM
+) -> None:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        if os.environ.get("CI"):
+            pytest.fail("nginx is not installed (Debian package nginx; .ci/run installs it)")
+        pytest.skip("nginx is not installed (Debian package nginx)")
+    a, b = await start_cluster(nursery, tmpdir_short, pg_database, fake, 2)
+    prefix = tmpdir_short / "nginx"
+    prefix.mkdir()
+    prefix.chmod(0o777)  # nginx's workers run as nobody
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(nginx_config([i.url.removeprefix("http://") for i in (a, b)], port, prefix))
+    proc = await nursery.start(
+        partial(trio.run_process, [nginx, "-p", str(prefix), "-c", str(conf), "-g",
+                "daemon off;"], check=False)
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {a.token()}"}
+    try:
+        async with httpx.AsyncClient(base_url=base, headers=headers, trust_env=False) as lb:
+            with trio.fail_after(10):  # nginx starting: polled, bounded
+                while True:
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await lb.get("/health")).status_code == 200:
+                            break
+                    await trio.sleep(0.05)
+            sid = (await lb.post("/sessions", json={"directory": workdir(tmpdir_short)})).json()[
+                "id"
+            ]
+            slow_reply(fake, pieces=20)
+            ws_url = f"ws://127.0.0.1:{port}/sessions/{sid}/stream?after=0"
+            extra = [(b"Authorization", headers["Authorization"].encode())]
+            async with (
+                open_websocket_url(ws_url, extra_headers=extra) as ws,
+                lb.stream("GET", f"/sessions/{sid}/events?after=0") as stream,
+            ):
+                assert stream.status_code == 200
+                body = {"parts": [{"type": "text", "text": "hi"}], "async": True}
+                assert (await lb.post(f"/sessions/{sid}/messages", json=body)).status_code == 202
+                sse: list[dict] = []
+                frames: list[dict] = []
+                with trio.fail_after(20):
+                    async for event in sse_events(stream):
+                        sse.append(event)
+                        if event["type"] == "complete":
+                            break
+                    while not frames or frames[-1]["type"] != "complete":
+                        frames.append(json.loads(await ws.get_message()))
+            assert [e["seq"] for e in sse] == [f["seq"] for f in frames]
+            assert [e["seq"] for e in sse] == list(range(1, len(sse) + 1))
+            assert sse[-1]["data"]["status"] == "completed"
+    finally:
+        proc.terminate()
+        stop_all([a, b])

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 ABORT_WAIT = 5.0  # how long an abort waits for the turn to record its end
 ABORT_BUDGET = 1.5  # at shutdown, for all turns together (the contract: exit within 5 s)
 ALIVE_INTERVAL = 2.0  # seconds between "still running" marks of running turns
+REMOTE_POLL = 0.05  # seconds between checks that a turn aborted on another instance ended
 
 
 @attrs.define(eq=False)
@@ -85,6 +86,9 @@ class SessionManager:
         self._locks: dict[str, trio.Lock] = {}
         self.feed = Broadcaster()
         self.stopping = False
+        # What other instances may ask of this one besides events and aborts (kind ->
+        # handler(session_id, argument); both None: re-check everything).
+        self.control_handlers: dict[str, Callable[[Any, Any], Awaitable[None]]] = {}
 
     # ---- state -------------------------------------------------------------------------
 
@@ -206,7 +210,7 @@ class SessionManager:
         runtime = self._runtimes.get(session_id)
         turn = runtime.turn if runtime else None
         if turn is None:
-            return False
+            return await self._abort_elsewhere(session_id)
         turn.scope.cancel()
         with trio.move_on_after(ABORT_WAIT):
             await turn.done.wait()
@@ -236,6 +240,26 @@ class SessionManager:
         runtime.remote_seq = math.inf
         await self._catch_up(runtime, local_turn_ok=True)
 
+    async def _abort_elsewhere(self, session_id: str) -> bool:
+        """Abort the session's turn on the instance that runs it; False if none does."""
+        request = getattr(self.store.backend, "request_abort", None)
+        if request is None or not await request(session_id):
+            return False
+        with trio.move_on_after(ABORT_WAIT):  # until it has recorded its end there
+            while await self.store.backend.lease_held(session_id):  # type: ignore[attr-defined]
+                await trio.sleep(REMOTE_POLL)
+        return True
+
+    def remote_control(self, kind: str, session_id: str, argument: str) -> None:
+        """Another instance asks something of this one (storage.postgres CONTROL_CHANNEL)."""
+        if kind == "abort":
+            runtime = self._runtimes.get(session_id)
+            if runtime is not None and runtime.turn is not None:
+                runtime.turn.scope.cancel()
+        handler = self.control_handlers.get(kind)
+        if handler is not None:
+            self._nursery.start_soon(handler, session_id, argument)
+
     def remote_events(self, session_id: str | None, seq: int) -> None:
         """Another instance stored the session's events up to `seq` (None: maybe missed
         some, for any session): open runtimes read them back and publish them."""
@@ -248,6 +272,9 @@ class SessionManager:
             runtime.remote_seq = max(runtime.remote_seq, math.inf if session_id is None else seq)
             if runtime.turn is None and not runtime.catching_up:
                 self._nursery.start_soon(self._catch_up, runtime)
+        if session_id is None:  # notifications may have been missed: re-check the rest
+            for handler in self.control_handlers.values():
+                self._nursery.start_soon(handler, None, None)
 
     async def _catch_up(self, runtime: SessionRuntime, *, local_turn_ok: bool = False) -> None:
         # A local turn is the only writer of its session: nothing to read back then.
@@ -311,9 +338,13 @@ class SessionManager:
             running = [r.turn.id for r in self._runtimes.values() if r.turn is not None]
             if running:
                 try:
-                    await self.store.touch_turns(running, time.time())
+                    aborted = await self.store.touch_turns(running, time.time())
                 except Exception:
                     log.warning("could not mark running turns alive", exc_info=True)
+                    continue
+                for runtime in list(self._runtimes.values()):  # asked on another instance
+                    if runtime.turn is not None and runtime.turn.id in (aborted or ()):
+                        runtime.turn.scope.cancel()
 
     # ---- shutdown ----------------------------------------------------------------------
 
@@ -345,7 +376,7 @@ async def open_session_manager(store: Store) -> AsyncIterator[SessionManager]:
         nursery.start_soon(manager._keep_alive)
         listen = getattr(store.backend, "listen_events", None)
         if listen is not None:  # other instances' events (storage.postgres)
-            nursery.start_soon(listen, manager.remote_events)
+            nursery.start_soon(listen, manager.remote_events, manager.remote_control)
         try:
             yield manager
         finally:

@@ -93,7 +93,8 @@ MIGRATIONS: list[str] = [
         session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE,
         turn_id TEXT NOT NULL,
         instance TEXT NOT NULL,
-        expires TIMESTAMPTZ NOT NULL
+        expires TIMESTAMPTZ NOT NULL,
+        abort BOOLEAN NOT NULL DEFAULT false  -- asked on another instance; see manager.abort
     );
     CREATE INDEX turn_leases_turn ON turn_leases(turn_id);
     """,

@@ -41,14 +41,20 @@ log = logging.getLogger(__name__)
 POOL_SIZE = 8  # connections: reads run in parallel, writes take one at a time
 STATEMENT_TIMEOUT_MS = 30_000  # a thread stuck in a query cannot be cancelled by Trio
 CONNECT_TIMEOUT = 10  # seconds, per connection attempt
-POOL_WAIT = 15.0  # seconds a call may wait for a free (or re-made) connection
+# Seconds a call may wait for a connection. Reads never wait for a free one (a limiter
+# keeps them to POOL_SIZE, the writer has one more), so this is how long PostgreSQL may
+# be unreachable before a request fails with a clear error (health: 503).
+POOL_WAIT = 3.0
 OPEN_WAIT = 15.0  # seconds the first connections may take at start
 LEASE_SECONDS = 10.0  # a running turn's lease; renewed by the alive marks (every 2 s)
 EVENTS_CHANNEL = "opencode_events"  # NOTIFY payload: "<instance> <session id> <seq>"
 LISTEN_POLL = 0.5  # seconds between the listener thread's checks for a stop
 RELISTEN_DELAY = 1.0  # seconds between attempts to reconnect the listener
 
+CONTROL_CHANNEL = "opencode_control"  # NOTIFY payload: "<kind> <session id> <argument>"
+
 RemoteEvents = Callable[[str | None, int], None]
+RemoteControl = Callable[[str, str, str], None]
 
 _SESSION_COLUMNS = "id, created, updated, provider, model, project, directory, title, permission"
 _TURN_COLUMNS = (
@@ -84,9 +90,11 @@ class PostgresBackend:
 
     shared = True  # several instances use one database
 
-    def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
+    def __init__(self, url: str, *, instance: str | None = None, pool_size: int = POOL_SIZE):
         self.url = url
-        self.instance = new_id("inst")  # this process, in notifications and leases
+        # Who holds leases and sends notifications: stable per data dir (see server.py),
+        # so a restarted instance knows the leases of its dead predecessor.
+        self.instance = instance or new_id("inst")
         self._pool: psycopg_pool.ConnectionPool | None = None
         self._pool_size = pool_size
         self._limiter = trio.CapacityLimiter(pool_size)  # threads never wait in the pool
@@ -102,12 +110,16 @@ class PostgresBackend:
         try:
             with psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT) as conn:
                 migrate(conn)
+                # Our leases are a previous run's (one process per data dir): its turns
+                # are recovered at once, as after a crash with SQLite.
+                conn.execute("DELETE FROM turn_leases WHERE instance = %s", (self.instance,))
+                conn.commit()
         except psycopg.Error as exc:
             raise StoreError(f"cannot open database {where}: {_one_line(exc)}") from None
         pool = psycopg_pool.ConnectionPool(
             self.url,
             min_size=2,
-            max_size=self._pool_size,
+            max_size=self._pool_size + 1,  # + the writer's
             kwargs={
                 "autocommit": True,
                 "connect_timeout": CONNECT_TIMEOUT,
@@ -187,6 +199,17 @@ class PostgresBackend:
 
         return await self._read(run)
 
+    async def claim_periodic(self, task: str, every: float) -> bool:
+        """Whether this instance runs `task` now: True for one instance per `every`
+        seconds across the cluster (retention runs once per cluster, not per instance)."""
+
+        def run(c: psycopg.Connection) -> bool:
+            with c.transaction():
+                row = c.execute(_CLAIM_PERIODIC, {"key": f"ran:{task}", "every": every}).fetchone()
+            return row is not None
+
+        return await self._read(run)
+
     async def shared_token(self, candidate: str) -> str:
         """The cluster's API token: `candidate` if no instance stored one before."""
 
@@ -201,33 +224,83 @@ class PostgresBackend:
 
         return await self._read(run)
 
-    async def listen_events(self, deliver: RemoteEvents) -> None:
+    async def request_abort(self, session_id: str) -> bool:
+        """Ask the instance running the session's turn to abort it (a durable flag its
+        alive marks read back, and a notification); False if no turn runs anywhere."""
+
+        def run(c: psycopg.Connection) -> bool:
+            with c.transaction():
+                row = c.execute(
+                    "UPDATE turn_leases SET abort = true WHERE session_id = %s"
+                    " AND expires > now() RETURNING instance",
+                    (session_id,),
+                ).fetchone()
+                if row is not None:
+                    _notify_control(c, "abort", session_id, row[0])
+            return row is not None
+
+        return await self._read(run)
+
+    async def lease_held(self, session_id: str) -> bool:
+        """Whether a turn of the session runs (holds a live lease) anywhere."""
+        row = await self._one(
+            "SELECT 1 FROM turn_leases WHERE session_id = %s AND expires > now()", (session_id,)
+        )
+        return row is not None
+
+    async def answer_remote(self, session_id: str, permission_id: str, response: str) -> bool:
+        """Store the answer to a pending request of a turn running on another instance
+        and tell that instance; False if there is no such request waiting anywhere."""
+
+        def run(c: psycopg.Connection) -> bool:
+            with c.transaction():
+                row = c.execute(_ANSWER_REMOTE, (response, permission_id, session_id)).fetchone()
+                if row is not None:
+                    _notify_control(c, "permission", session_id, permission_id)
+            return row is not None
+
+        return await self._read(run)
+
+    async def listen_events(
+        self, deliver: RemoteEvents, control: RemoteControl | None = None
+    ) -> None:
         """Until cancelled: `deliver(session_id, seq)` on the Trio thread for events other
-        instances committed; `deliver(None, 0)` after each (re)connection, since the
-        notifications sent while no one listened are lost (catch up from the table)."""
+        instances committed, `control(kind, session_id, argument)` for what they ask of
+        this one; `deliver(None, 0)` after each (re)connection, since the notifications
+        sent while no one listened are lost (catch up from the tables)."""
         token = trio.lowlevel.current_trio_token()
         stop = threading.Event()
         try:
             await trio.to_thread.run_sync(
-                self._listen, deliver, token, stop, abandon_on_cancel=True
+                self._listen, deliver, control, token, stop, abandon_on_cancel=True
             )
         finally:
             stop.set()  # the thread sees it within LISTEN_POLL and closes its connection
 
-    def _listen(self, deliver: RemoteEvents, token: trio.lowlevel.TrioToken, stop: Any) -> None:
+    def _listen(
+        self,
+        deliver: RemoteEvents,
+        control: RemoteControl | None,
+        token: trio.lowlevel.TrioToken,
+        stop: threading.Event,
+    ) -> None:
         while not stop.is_set():
             try:
                 with psycopg.connect(
                     self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT
                 ) as conn:
-                    conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+                    conn.execute(f"LISTEN {EVENTS_CHANNEL}; LISTEN {CONTROL_CHANNEL}")
                     trio.from_thread.run_sync(deliver, None, 0, trio_token=token)
                     while not stop.is_set():
                         for note in conn.notifies(timeout=LISTEN_POLL):
-                            instance, session_id, seq = note.payload.split(" ")
-                            if instance != self.instance:
+                            first, session_id, last = note.payload.split(" ")
+                            if note.channel == EVENTS_CHANNEL and first != self.instance:
                                 trio.from_thread.run_sync(
-                                    deliver, session_id, int(seq), trio_token=token
+                                    deliver, session_id, int(last), trio_token=token
+                                )
+                            elif note.channel == CONTROL_CHANNEL and control is not None:
+                                trio.from_thread.run_sync(
+                                    control, first, session_id, last, trio_token=token
                                 )
             except trio.RunFinishedError:
                 return
@@ -240,6 +313,15 @@ class PostgresBackend:
 
     async def ping(self) -> None:
         await self._one("SELECT 1", ())
+
+    async def probe_write(self) -> None:
+        """Raise StoreError unless a write commits (after a failed one: see Store.ping)."""
+
+        def run(c: psycopg.Connection) -> None:
+            with c.transaction():
+                c.execute("UPDATE cluster SET value = value WHERE key = 'token'")
+
+        await self._read(run)
 
     async def get_project(self, project_id: str) -> Project | None:
         row = await self._one(f"{_PROJECT_SQL} WHERE id = %s", (project_id,))
@@ -328,8 +410,11 @@ class PostgresBackend:
         return _permission(row) if row else None
 
     async def pending_permissions(self, session_id: str) -> list[PermissionRequest]:
+        """Those of turns running somewhere (a dead instance's are expired by recovery)."""
         rows = await self._all(
-            f"{_PERMISSION_SQL} WHERE session_id = %s AND status = 'pending' ORDER BY created, n",
+            f"{_PERMISSION_SQL} p WHERE session_id = %s AND status = 'pending' AND EXISTS"
+            " (SELECT 1 FROM turn_leases l WHERE l.turn_id = p.turn_id AND l.expires > now())"
+            " ORDER BY created, n",
             (session_id,),
         )
         return [_permission(r) for r in rows]
@@ -392,6 +477,10 @@ def _apply_all(c: psycopg.Connection, work: list[ops.WriteOp], instance: str) ->
                 "SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, f"{instance} {session_id} {seq}")
             )
     return results
+
+
+def _notify_control(c: psycopg.Connection, kind: str, session_id: str, argument: str) -> None:
+    c.execute("SELECT pg_notify(%s, %s)", (CONTROL_CHANNEL, f"{kind} {session_id} {argument}"))
 
 
 def _note(stored: dict[str, int], events: Sequence[Event]) -> None:
@@ -492,15 +581,17 @@ def _close_turn(c: psycopg.Connection, op: ops.CloseTurn) -> None:
         c.execute("DELETE FROM turn_leases WHERE turn_id = %s", (op.turn.id,))
 
 
-def _touch_turns(c: psycopg.Connection, op: ops.TouchTurns) -> None:
-    """Also renews the turns' leases (on the database's clock)."""
+def _touch_turns(c: psycopg.Connection, op: ops.TouchTurns) -> list[str]:
+    """Also renews the turns' leases (on the database's clock); returns the ids of
+    those another instance asked to abort (in case its notification was missed)."""
     ids = list(op.turn_ids)
     c.execute("UPDATE turns SET alive = %s WHERE id = ANY(%s) AND status = 'running'", (op.at, ids))
-    c.execute(
+    rows = c.execute(
         "UPDATE turn_leases SET expires = now() + make_interval(secs => %s)"
-        " WHERE turn_id = ANY(%s)",
+        " WHERE turn_id = ANY(%s) RETURNING turn_id, abort",
         (LEASE_SECONDS, ids),
-    )
+    ).fetchall()
+    return [turn_id for turn_id, abort in rows if abort]
 
 
 def _save_permission(c: psycopg.Connection, op: ops.SavePermission) -> None:
@@ -582,6 +673,17 @@ _CLAIM_LEASE = (
     " ON CONFLICT (session_id) DO UPDATE SET turn_id = excluded.turn_id,"
     " instance = excluded.instance, expires = excluded.expires"
     " WHERE turn_leases.expires < now() RETURNING 1"
+)
+# The cluster row holds when the task last ran (the database's clock, epoch seconds).
+_CLAIM_PERIODIC = (
+    "INSERT INTO cluster VALUES (%(key)s, extract(epoch FROM now())::text)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    " WHERE cluster.value::float8 <= extract(epoch FROM now()) - %(every)s RETURNING 1"
+)
+_ANSWER_REMOTE = (
+    "UPDATE permissions p SET status = %s WHERE id = %s AND session_id = %s"
+    " AND status = 'pending' AND EXISTS (SELECT 1 FROM turn_leases l"
+    " WHERE l.turn_id = p.turn_id AND l.expires > now()) RETURNING tool"
 )
 _PROJECT_SQL = "SELECT id, name, path, created FROM projects"
 _PERMISSION_SQL = "SELECT id, session_id, turn_id, tool, args, status, created FROM permissions"
