@@ -10,12 +10,14 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 import trio
 from trio_websocket import open_websocket_url
@@ -387,3 +389,57 @@ async def test_two_instances_behind_nginx_with_the_documented_config(
     finally:
         proc.terminate()
         stop_all([a, b])
+
+
+async def test_a_frozen_owner_writes_nothing_after_it_was_declared_dead(
+    nursery: trio.Nursery, tmpdir_short: Path, pg_database: str, fake: FakeLLM
+) -> None:
+    a, b = await start_cluster(nursery, tmpdir_short, pg_database, fake, 2)
+    sid = await new_session(a, tmpdir_short)
+    fake.push(Reply(text=[f"t{i} " for i in range(400)], delay=0.05))  # 20 s of streaming
+    body = {"parts": [{"type": "text", "text": "hi"}], "async": True}
+    assert a.proc is not None
+    async with unix(a.socket) as on_a, unix(b.socket) as on_b:
+        assert (await on_a.post(f"/sessions/{sid}/messages", json=body)).status_code == 202
+        try:
+            closed = await freeze_until_declared_dead(a, on_b, sid)
+            before = (await on_b.get(f"/sessions/{sid}/messages")).json()
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        # A wakes up, keeps streaming into its turn and finds its writes refused: its
+        # turn ends there (its session goes idle on A), and nothing of it is stored.
+        with trio.fail_after(30):  # polling another process's state, bounded
+            while (await on_a.get(f"/sessions/{sid}")).json()["status"] != "idle":
+                await trio.sleep(0.1)
+        after = (await on_b.get(f"/sessions/{sid}/messages")).json()
+        # A's turn is over on A too, so all it tried to write was tried: nothing of it
+        # came after the survivor's `complete`.
+        with psycopg.connect(pg_database) as conn:
+            rows = conn.execute(
+                "SELECT seq, type FROM events WHERE session_id = %s ORDER BY seq", (sid,)
+            ).fetchall()
+        assert rows == [(e["seq"], e["type"]) for e in closed]
+        assert after == before  # nor a message (the partial reply it still held)
+    stop_all([a, b])
+
+
+async def freeze_until_declared_dead(
+    a: DaemonProcess, on_b: httpx.AsyncClient, sid: str
+) -> list[dict]:
+    """SIGSTOP A while it streams; return the session's events once B closed the turn."""
+    assert a.proc is not None
+    url = f"/sessions/{sid}/events?after=0"
+    async with on_b.stream("GET", url, timeout=None) as stream:
+        events = sse_events(stream)  # one reader of the stream, used twice
+        with trio.fail_after(10):
+            async for event in events:
+                if event["type"] == "text-delta":
+                    break  # A is streaming
+        a.proc.send_signal(signal.SIGSTOP)
+        # B declares A dead once its lease expires and closes the turn.
+        with trio.fail_after(LEASE_SECONDS + 15):
+            async for event in events:
+                if event["type"] == "complete":
+                    assert event["data"]["status"] == "interrupted"
+                    break
+    return await replay_until_complete(on_b, sid)

@@ -17,6 +17,7 @@ Durability: a commit returns once PostgreSQL has it (its own `synchronous_commit
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import threading
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 
 POOL_SIZE = 8  # connections: reads run in parallel, writes take one at a time
 STATEMENT_TIMEOUT_MS = 30_000  # a thread stuck in a query cannot be cancelled by Trio
+# Our transactions never wait for anything but our own next statement: one left open by
+# a frozen instance (SIGSTOP, a paused VM) is ended by the server instead of holding its
+# row locks against the instance that declares it dead.
+IDLE_IN_TRANSACTION_MS = 5_000
 CONNECT_TIMEOUT = 10  # seconds, per connection attempt
 # Seconds a call may wait for a connection. Reads never wait for a free one (a limiter
 # keeps them to POOL_SIZE, the writer has one more), so this is how long PostgreSQL may
@@ -123,7 +128,10 @@ class PostgresBackend:
             kwargs={
                 "autocommit": True,
                 "connect_timeout": CONNECT_TIMEOUT,
-                "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+                "options": (
+                    f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
+                    f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+                ),
                 "application_name": "opencoded",
             },
             check=psycopg_pool.ConnectionPool.check_connection,
@@ -446,6 +454,10 @@ def _one_line(exc: BaseException) -> str:
 # ---- applying a group of writes (in a worker thread) ----------------------------------
 
 
+# The instance applying the ops (their handlers run in its writer thread's context).
+_INSTANCE: contextvars.ContextVar[str] = contextvars.ContextVar("instance")
+
+
 def _apply_all(c: psycopg.Connection, work: list[ops.WriteOp], instance: str) -> list[Any]:
     """One transaction; each op in its own savepoint, so one failing op fails alone.
     A failure of the transaction itself (connection lost, commit refused) propagates:
@@ -455,6 +467,7 @@ def _apply_all(c: psycopg.Connection, work: list[ops.WriteOp], instance: str) ->
     delivers notifications at commit, in commit order, and only if it commits."""
     results: list[Any] = []
     stored: dict[str, int] = {}
+    _INSTANCE.set(instance)
     with c.transaction():
         for op in work:
             if isinstance(op, ops.InsertEvents):  # row by row on failure, its own savepoints
@@ -561,6 +574,14 @@ def _save_message(c: psycopg.Connection, op: ops.SaveMessage) -> None:
     )
 
 
+def _save_message_op(c: psycopg.Connection, op: ops.SaveMessage) -> None:
+    """Fenced like events: no message of a turn closed already (by a survivor)."""
+    row = c.execute("SELECT status FROM turns WHERE id = %s", (op.message.turn_id,)).fetchone()
+    if row is not None and row[0] != "running":
+        raise StoreConflict(f"turn {op.message.turn_id} was closed already ({row[0]})")
+    _save_message(c, op)
+
+
 def _start_turn(c: psycopg.Connection, op: ops.StartTurn) -> None:
     _save_message(c, ops.SaveMessage(op.message))
     _save_turn(c, ops.SaveTurn(op.turn))
@@ -571,6 +592,11 @@ def _save_turn(c: psycopg.Connection, op: ops.SaveTurn) -> None:
 
 
 def _close_turn(c: psycopg.Connection, op: ops.CloseTurn) -> None:
+    """Refused for a turn closed already: an instance that lost its lease must not
+    overwrite the end a survivor recorded (row-locked: of two closers, one wins)."""
+    row = c.execute("SELECT status FROM turns WHERE id = %s FOR UPDATE", (op.turn.id,)).fetchone()
+    if row is not None and row[0] != "running":
+        raise StoreConflict(f"turn {op.turn.id} was closed already ({row[0]})")
     if op.message is not None:
         _save_message(c, ops.SaveMessage(op.message))
     _expire_permissions(c, ops.ExpirePermissions([op.turn.id]))
@@ -578,7 +604,14 @@ def _close_turn(c: psycopg.Connection, op: ops.CloseTurn) -> None:
         c.execute(_INSERT_EVENTS, _columns([_event_row(e) for e in op.events]))
     _save_turn(c, ops.SaveTurn(op.turn))
     if op.turn.status != "running":
-        c.execute("DELETE FROM turn_leases WHERE turn_id = %s", (op.turn.id,))
+        # Our own turn: the lease goes. Another instance's (recovery after its lease
+        # expired): it stays, expired and ours, so that instance stays fenced out.
+        me = _INSTANCE.get()
+        c.execute("DELETE FROM turn_leases WHERE turn_id = %s AND instance = %s", (op.turn.id, me))
+        c.execute(
+            "UPDATE turn_leases SET instance = %s, expires = now() WHERE turn_id = %s",
+            (me, op.turn.id),
+        )
 
 
 def _touch_turns(c: psycopg.Connection, op: ops.TouchTurns) -> list[str]:
@@ -588,8 +621,9 @@ def _touch_turns(c: psycopg.Connection, op: ops.TouchTurns) -> list[str]:
     c.execute("UPDATE turns SET alive = %s WHERE id = ANY(%s) AND status = 'running'", (op.at, ids))
     rows = c.execute(
         "UPDATE turn_leases SET expires = now() + make_interval(secs => %s)"
-        " WHERE turn_id = ANY(%s) RETURNING turn_id, abort",
-        (LEASE_SECONDS, ids),
+        " WHERE turn_id = ANY(%s) AND instance = %s AND expires > now()"
+        " RETURNING turn_id, abort",
+        (LEASE_SECONDS, ids, _INSTANCE.get()),
     ).fetchall()
     return [turn_id for turn_id, abort in rows if abort]
 
@@ -623,7 +657,7 @@ _HANDLERS: dict[type, Callable[[psycopg.Connection, Any], Any]] = {
     ops.CreateSession: _create_session,
     ops.UpdateSession: _update_session,
     ops.DeleteSessions: _delete_sessions,
-    ops.SaveMessage: _save_message,
+    ops.SaveMessage: _save_message_op,
     ops.StartTurn: _start_turn,
     ops.SaveTurn: _save_turn,
     ops.CloseTurn: _close_turn,
@@ -647,6 +681,12 @@ def _insert_events(c: psycopg.Connection, op: ops.InsertEvents) -> set[int] | St
         return _error(exc)
     if not rows:
         return set()
+    fenced = _fenced_sessions(c, {e.session_id for e in op.events})
+    if fenced:
+        failed = {i for i, e in enumerate(op.events) if e.session_id in fenced}
+        return failed | _insert_one_by_one(
+            c, [(i, row) for i, row in enumerate(rows) if i not in failed]
+        )
     try:
         with c.transaction():
             c.execute(_INSERT_EVENTS, _columns(rows))
@@ -654,8 +694,25 @@ def _insert_events(c: psycopg.Connection, op: ops.InsertEvents) -> set[int] | St
     except Exception:
         if c.broken:
             raise
+    return _insert_one_by_one(c, list(enumerate(rows)))
+
+
+def _fenced_sessions(c: psycopg.Connection, sessions: set[str]) -> set[str]:
+    """Fencing: the sessions whose turn lease is not this instance's live one. An
+    instance that lost its lease (frozen, cut off) while a survivor closed its turn
+    can no longer append to it. A session that never had a lease (no turn ever ran:
+    events stored by tests or tools directly) is not fenced."""
+    rows = c.execute(
+        "SELECT session_id, instance = %s AND expires > now() FROM turn_leases"
+        " WHERE session_id = ANY(%s) FOR SHARE",
+        (_INSTANCE.get(), list(sessions)),
+    ).fetchall()
+    return {session_id for session_id, ours in rows if not ours}
+
+
+def _insert_one_by_one(c: psycopg.Connection, rows: list[tuple[int, tuple]]) -> set[int]:
     failed = set()
-    for i, row in enumerate(rows):
+    for i, row in rows:
         try:
             with c.transaction():
                 c.execute(_INSERT_EVENT, row)
