@@ -79,6 +79,12 @@ def slow_reply(fake: FakeLLM, pieces: int = 40) -> None:
     fake.push(Reply(text=[f"w{i} " for i in range(pieces)], delay=0.05))
 
 
+async def wait_status(client: httpx.AsyncClient, sid: str, status: str) -> None:
+    with trio.fail_after(10):  # another process's state, polled with a bound
+        while (await client.get(f"/sessions/{sid}")).json()["status"] != status:
+            await trio.sleep(0.02)
+
+
 def stop_all(instances: list[DaemonProcess]) -> None:
     for instance in instances:
         if instance.proc is not None and instance.proc.returncode is None:
@@ -98,11 +104,13 @@ async def test_a_watcher_on_b_sees_a_turn_on_a_live_and_after_reconnecting(
             body = {"parts": [{"type": "text", "text": "hi"}], "async": True}
             accepted = await on_a.post(f"/sessions/{sid}/messages", json=body)
             assert accepted.status_code == 202, accepted.text
+            await wait_status(on_b, sid, "busy")  # B knows the turn runs (on A)
             with trio.fail_after(20):
                 async for event in sse_events(stream):
                     watched.append(event)
                     if event["type"] == "complete":
                         break
+        await wait_status(on_b, sid, "idle")
         stored = await replay_until_complete(on_a, sid)
         assert watched == stored  # no gap, no duplicate, same order, same data
         assert [e["seq"] for e in watched] == list(range(1, len(watched) + 1))
@@ -182,6 +190,7 @@ async def test_kill_9_of_the_owner_a_survivor_interrupts_its_turn(
         assert events[-2]["data"]["code"] == "INTERRUPTED"
         assert events[-1]["data"]["status"] == "interrupted"
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        await wait_status(on_c, sid, "idle")  # A's turn was closed by a survivor
         fake.push(Reply(text=["back"]))
         again = await on_c.post(
             f"/sessions/{sid}/messages", json={"parts": [{"type": "text", "text": "there?"}]}

@@ -89,6 +89,7 @@ class SessionManager:
         # What other instances may ask of this one besides events and aborts (kind ->
         # handler(session_id, argument); both None: re-check everything).
         self.control_handlers: dict[str, Callable[[Any, Any], Awaitable[None]]] = {}
+        self._busy_elsewhere: set[str] = set()  # sessions with a turn on another instance
 
     # ---- state -------------------------------------------------------------------------
 
@@ -103,7 +104,8 @@ class SessionManager:
 
     def status(self, session_id: str) -> str:
         runtime = self._runtimes.get(session_id)
-        return "busy" if runtime is not None and runtime.busy else "idle"
+        busy = (runtime is not None and runtime.busy) or session_id in self._busy_elsewhere
+        return "busy" if busy else "idle"
 
     def notify(self, kind: str, session_id: str, **extra: Any) -> None:
         self.feed.publish({"type": kind, "session_id": session_id, **extra})
@@ -256,6 +258,14 @@ class SessionManager:
             runtime = self._runtimes.get(session_id)
             if runtime is not None and runtime.turn is not None:
                 runtime.turn.scope.cancel()
+        elif kind in ("busy", "idle"):
+            was = self.status(session_id)
+            if kind == "busy":
+                self._busy_elsewhere.add(session_id)
+            else:
+                self._busy_elsewhere.discard(session_id)
+            if self.status(session_id) != was:
+                self.notify("session.status", session_id, status=self.status(session_id))
         handler = self.control_handlers.get(kind)
         if handler is not None:
             self._nursery.start_soon(handler, session_id, argument)
@@ -273,8 +283,17 @@ class SessionManager:
             if runtime.turn is None and not runtime.catching_up:
                 self._nursery.start_soon(self._catch_up, runtime)
         if session_id is None:  # notifications may have been missed: re-check the rest
+            self._nursery.start_soon(self._reload_busy_elsewhere)
             for handler in self.control_handlers.values():
                 self._nursery.start_soon(handler, None, None)
+
+    async def _reload_busy_elsewhere(self) -> None:
+        try:
+            busy = await self.store.backend.busy_sessions()  # type: ignore[attr-defined]
+        except Exception:
+            log.warning("could not read which sessions are busy elsewhere", exc_info=True)
+            return
+        self._busy_elsewhere = busy
 
     async def _catch_up(self, runtime: SessionRuntime, *, local_turn_ok: bool = False) -> None:
         # A local turn is the only writer of its session: nothing to read back then.

@@ -203,6 +203,8 @@ class PostgresBackend:
                 row = c.execute(
                     _CLAIM_LEASE, (session_id, turn_id, self.instance, LEASE_SECONDS)
                 ).fetchone()
+                if row is not None:
+                    _notify_control(c, "busy", session_id, self.instance)
                 return row is not None
 
         return await self._read(run)
@@ -248,6 +250,14 @@ class PostgresBackend:
             return row is not None
 
         return await self._read(run)
+
+    async def busy_sessions(self) -> set[str]:
+        """The sessions with a turn running (a live lease) on another instance."""
+        rows = await self._all(
+            "SELECT session_id FROM turn_leases WHERE expires > now() AND instance <> %s",
+            (self.instance,),
+        )
+        return {r[0] for r in rows}
 
     async def lease_held(self, session_id: str) -> bool:
         """Whether a turn of the session runs (holds a live lease) anywhere."""
@@ -307,6 +317,8 @@ class PostgresBackend:
                                     deliver, session_id, int(last), trio_token=token
                                 )
                             elif note.channel == CONTROL_CHANNEL and control is not None:
+                                if first in ("busy", "idle") and last == self.instance:
+                                    continue  # our own turn: known here already
                                 trio.from_thread.run_sync(
                                     control, first, session_id, last, trio_token=token
                                 )
@@ -607,11 +619,18 @@ def _close_turn(c: psycopg.Connection, op: ops.CloseTurn) -> None:
         # Our own turn: the lease goes. Another instance's (recovery after its lease
         # expired): it stays, expired and ours, so that instance stays fenced out.
         me = _INSTANCE.get()
-        c.execute("DELETE FROM turn_leases WHERE turn_id = %s AND instance = %s", (op.turn.id, me))
-        c.execute(
-            "UPDATE turn_leases SET instance = %s, expires = now() WHERE turn_id = %s",
-            (me, op.turn.id),
-        )
+        row = c.execute("SELECT instance FROM turn_leases WHERE turn_id = %s", (op.turn.id,))
+        owner = row.fetchone()
+        if owner is None:
+            return
+        _notify_control(c, "idle", op.turn.session_id, owner[0])  # as the owner's
+        if owner[0] == me:
+            c.execute("DELETE FROM turn_leases WHERE turn_id = %s", (op.turn.id,))
+        else:
+            c.execute(
+                "UPDATE turn_leases SET instance = %s, expires = now() WHERE turn_id = %s",
+                (me, op.turn.id),
+            )
 
 
 def _touch_turns(c: psycopg.Connection, op: ops.TouchTurns) -> list[str]:
