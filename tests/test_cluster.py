@@ -329,7 +329,8 @@ def nginx_config(upstreams: list[str], port: int, prefix: Path) -> str:
     )
     return (
         f"pid {prefix / 'nginx.pid'};\nerror_log {prefix / 'error.log'};\n"
-        f"events {{}}\nhttp {{\naccess_log off;\n{temp}{block}}}\n"
+        f"worker_rlimit_nofile 20000;\nevents {{ worker_connections 8192; }}\n"
+        f"http {{\naccess_log off;\n{temp}{block}}}\n"
     )
 
 

@@ -497,9 +497,10 @@ def _apply_all(c: psycopg.Connection, work: list[ops.WriteOp], instance: str) ->
                 results.append(_error(exc))
             else:
                 _note(stored, getattr(op, "events", ()))
-        for session_id, seq in stored.items():
+        if stored:  # one statement, however many sessions the group wrote to
+            payloads = [f"{instance} {session_id} {seq}" for session_id, seq in stored.items()]
             c.execute(
-                "SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, f"{instance} {session_id} {seq}")
+                "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (EVENTS_CHANNEL, payloads)
             )
     return results
 
