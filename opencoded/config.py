@@ -164,6 +164,8 @@ class Config:
     webfetch: WebfetchConfig = attrs.Factory(WebfetchConfig)
     data_dir: str | None = None
     log_level: str = "info"
+    # postgresql://… : the shared PostgreSQL (docs/scaling.md); None: SQLite in data_dir
+    database: str | None = None
 
     @property
     def data_path(self) -> Path:
@@ -266,6 +268,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         out["model"] = env["OPENCODE_MODEL"]
     if env.get("OPENCODE_DATA_DIR"):
         out["dataDir"] = env["OPENCODE_DATA_DIR"]
+    if env.get("OPENCODE_DATABASE_URL"):
+        out["database"] = env["OPENCODE_DATABASE_URL"]
     return out
 
 

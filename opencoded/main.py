@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keyfile", help="TLS key for TCP")
     p.add_argument("--data-dir", help="where opencode.db and token live")
     p.add_argument("--config", help="config file (JSON)")
+    p.add_argument("--database", help="postgresql://… URL (default: SQLite in the data dir)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--version", action="version", version=f"opencoded {__version__}")
     return p
@@ -63,6 +64,8 @@ def overrides_from(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
         out["dataDir"] = args.data_dir
     if args.log_level:
         out["logLevel"] = args.log_level
+    if args.database:
+        out["database"] = args.database
     return out, cors_flag
 
 

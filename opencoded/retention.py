@@ -44,11 +44,15 @@ async def run(daemon: Daemon) -> None:
     retention = daemon.config.retention
     if retention.days is None:
         return
+    interval = retention.interval_hours * 3600
+    # Several instances on one database: one pass per interval for the whole cluster.
+    claim = getattr(daemon.store.backend, "claim_periodic", None)
     while True:
         try:
-            await prune(daemon, retention.days)
+            if claim is None or await claim("retention", interval * 0.9):
+                await prune(daemon, retention.days)
         except Exception:
             # A failed pass (disk full, locked file) must not take the daemon down;
             # the next pass tries again.
             log.exception("retention: pruning failed")
-        await trio.sleep(retention.interval_hours * 3600)
+        await trio.sleep(interval)

@@ -24,6 +24,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from . import recovery, reload, retention, systemd
+from .agent.api import remote_answer
 from .config import Config, ConfigError
 from .daemon import Daemon, DataDirBusy, Endpoints, ensure_token, lock_data_dir
 from .http import hypercorn_fixes
@@ -32,14 +33,16 @@ from .http.routes import streams
 from .http.security import Policy, is_loopback
 from .paths import AF_UNIX_PATH_MAX, check_socket_dir
 from .providers.registry import ProviderRegistry
+from .records import new_id
 from .sessions import open_session_manager
-from .storage import SQLiteBackend, Store, StoreError, open_store
+from .storage import Backend, SQLiteBackend, Store, StoreError, open_store
 from .tools import sandbox
 
 log = logging.getLogger("opencoded")
 GRACEFUL_TIMEOUT = 2.0
 SWITCH_INTERVAL = 0.0005  # seconds; see run_daemon
 DISCOVERY_TIMEOUT = 10.0
+RECOVERY_INTERVAL = 2.0  # seconds between looks for a dead instance's turns (shared store)
 
 
 class StartupError(Exception):
@@ -188,7 +191,8 @@ async def _run_locked(config, data_dir, cors_flag, stop, task_status) -> None:
     socket_path = None if any(p.is_unix for p in passed) else config.socket_path
     lock_fd = claim_socket_path(socket_path) if socket_path else None
     try:
-        async with _open_store(data_dir) as store:
+        async with _open_store(data_dir, config.database) as store:
+            token = await _cluster_token(store, data_dir, token)
             await recovery.recover(store)
             await _serve(config, store, token, socket_path, passed, cors_flag, stop, task_status)
     finally:
@@ -200,17 +204,65 @@ async def _run_locked(config, data_dir, cors_flag, stop, task_status) -> None:
 
 
 @asynccontextmanager
-async def _open_store(data_dir: Path) -> AsyncIterator[Store]:
-    """The store, or a one-line StartupError if the database cannot be opened."""
+async def _open_store(data_dir: Path, database: str | None) -> AsyncIterator[Store]:
+    """The store, or a one-line StartupError if the database cannot be opened.
+    `database`: a postgresql:// URL (docs/scaling.md); None: SQLite in the data dir."""
     opened = False
     try:
-        async with open_store(SQLiteBackend(data_dir / "opencode.db")) as store:
+        async with open_store(_backend(data_dir, database)) as store:
             opened = True
             yield store
     except StoreError as exc:
         if opened:
             raise
         raise StartupError(str(exc)) from None
+
+
+async def _cluster_token(store: Store, data_dir: Path, token: str) -> str:
+    """Instances sharing a database accept one token, the first one's (docs/scaling.md);
+    each also keeps it in its data dir's `token` file, where clients look."""
+    share = getattr(store.backend, "shared_token", None)
+    if share is None:
+        return token
+    shared = await share(token)
+    if shared != token:
+        fd = os.open(data_dir / "token", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(shared + "\n")
+    return shared
+
+
+async def _recover_dead_instances(daemon: Daemon) -> None:
+    """Several instances: close the turns of one that died, once their leases expire
+    (storage.postgres lists only those), and show the end to this instance's followers."""
+    while True:
+        await trio.sleep(RECOVERY_INTERVAL)
+        try:
+            if await recovery.recover(daemon.store):
+                daemon.sessions.remote_events(None, 0)
+        except Exception:
+            log.warning("recovery of another instance's turns failed", exc_info=True)
+
+
+def _backend(data_dir: Path, database: str | None) -> Backend:
+    if not database:
+        return SQLiteBackend(data_dir / "opencode.db")
+    from .storage.postgres import PostgresBackend, is_postgres_url  # psycopg only if used
+
+    if not is_postgres_url(database):
+        raise StartupError("database: expected a postgresql://… URL (or none for SQLite)")
+    return PostgresBackend(database, instance=_instance_id(data_dir))
+
+
+def _instance_id(data_dir: Path) -> str:
+    """This data dir's name among the instances sharing a database (made once)."""
+    path = data_dir / "instance"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        name = new_id("inst")
+        path.write_text(name + "\n")
+        return name
 
 
 async def _serve(config, store, token, socket_path, passed, cors_flag, stop, task_status) -> None:
@@ -220,6 +272,7 @@ async def _serve(config, store, token, socket_path, passed, cors_flag, stop, tas
     try:
         async with open_session_manager(store) as sessions, trio.open_nursery() as nursery:
             daemon = Daemon(config, store, sessions, providers, token, nursery)
+            sessions.control_handlers["permission"] = partial(remote_answer, daemon)
             app = daemon.app = create_app(daemon, Policy.from_config(config, token, cors_flag))
             hc = hypercorn_config(config, socket_path, passed)
             hypercorn_stop = trio.Event()
@@ -255,6 +308,8 @@ async def _run_background(daemon: Daemon, *, task_status: trio.TaskStatus) -> No
             nursery.start_soon(_discover_models, daemon)
             nursery.start_soon(daemon.mcp.run)  # MCP servers, stopped with the rest
             nursery.start_soon(reload.watch_sighup, daemon)
+            if getattr(daemon.store.backend, "shared", False):
+                nursery.start_soon(_recover_dead_instances, daemon)
             interval = systemd.watchdog_interval()
             if interval is not None:
                 nursery.start_soon(systemd.watchdog, interval, daemon.store.ping)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import trio
 
+from . import conftest
+
 READY = re.compile(r"opencoded ready: (http://\S+) unix:(\S+)")
 
 
@@ -22,6 +24,8 @@ class DaemonProcess:
             sys.executable, "-m", "opencoded", "--port", "0",
             "--socket", str(self.socket), "--data-dir", str(self.data_dir), *args,
         ]  # fmt: skip
+        if conftest.DATABASE is not None and "--database" not in args:
+            self.args += ["--database", conftest.DATABASE]  # a both_stores test on PostgreSQL
         self.env = {**os.environ, "OPENCODE_CONFIG": str(tmp / "none.json"), **(env or {})}
         self.proc: trio.Process | None = None
         self.url = ""

@@ -15,6 +15,8 @@ import trio
 from tests.conftest import RunningDaemon, short_tmp, start_daemon
 from tests.proc_support import await_marked, new_marker
 
+pytestmark = pytest.mark.both_stores
+
 try:
     from tests.fakes.llm import FakeLLM, FakeToolCall, Reply, open_fake_llm
 except ModuleNotFoundError:  # pragma: no cover - rootdir handling

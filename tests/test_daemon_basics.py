@@ -2,7 +2,11 @@ from __future__ import annotations
 
 import stat
 
+import pytest
+
 from .conftest import RunningDaemon
+
+pytestmark = pytest.mark.both_stores
 
 
 async def test_health_over_both_transports(daemon: RunningDaemon) -> None:

@@ -26,7 +26,7 @@ from opencoded.records import Event, Session
 from opencoded.storage import SQLiteStore
 from opencoded.storage.store import MAX_BATCH_EVENTS, MAX_GROUP, QUEUE_JOBS
 
-from .conftest import start_daemon
+from .conftest import open_test_store, query_test_db, start_daemon
 from .daemon_process import DaemonProcess
 from .fakes.llm import Reply, open_fake_llm
 from .test_agent import agent_daemon, fake, message_body, new_session
@@ -41,6 +41,7 @@ from .test_recovery import (
 from .test_recovery import start_turn as start_bash_turn
 
 __all__ = ["fake"]  # the fixture, shared with the agent tests
+pytestmark = pytest.mark.both_stores
 
 
 def db_path(data_dir: Path) -> Path:
@@ -63,6 +64,7 @@ def write_locked(data_dir: Path) -> Iterator[None]:
 # ---- 1. shutdown is bounded, even with commits stalled -------------------------------------
 
 
+@pytest.mark.sqlite_only
 async def test_sigterm_exits_in_time_while_commits_stall(
     nursery: trio.Nursery, tmpdir_short: Path
 ) -> None:
@@ -104,7 +106,6 @@ async def test_delete_racing_a_message_leaves_no_turn_and_no_rows(
     nursery: trio.Nursery, fake: Any, tmp_path: Path
 ) -> None:
     running = await agent_daemon(nursery, fake)
-    db = db_path(running.data_dir)
     async with running.unix() as c:
         for _ in range(30):
             sid = await new_session(c, tmp_path)
@@ -127,18 +128,14 @@ async def test_delete_racing_a_message_leaves_no_turn_and_no_rows(
                     await trio.sleep(0.01)
             assert (await c.get(f"/sessions/{sid}")).status_code == 404
             await running.daemon.store.flush()
-            conn = sqlite3.connect(db)
-            try:
-                for table in ("events", "messages", "turns", "permissions"):
-                    count = f"SELECT count(*) FROM {table} WHERE session_id = ?"
-                    assert conn.execute(count, (sid,)).fetchone()[0] == 0, table
-            finally:
-                conn.close()
+            for table in ("events", "messages", "turns", "permissions"):
+                count = f"SELECT count(*) FROM {table} WHERE session_id = ?"
+                assert query_test_db(running.data_dir, count, (sid,))[0][0] == 0, table
     await running.shutdown()
 
 
 async def test_the_schema_refuses_rows_of_a_missing_session(tmpdir_short: Path) -> None:
-    async with SQLiteStore(tmpdir_short / "opencode.db") as store:
+    async with open_test_store(tmpdir_short) as store:
         lost: list[Event] = []
         event = Event("session_missing", 1, "text-delta", {"text": "x"}, 1.0)
         await store.append_event(event, lambda e: None, lost.append)
@@ -155,6 +152,7 @@ def open_fds(pid: int) -> int:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.sqlite_only
 async def test_open_files_stay_flat_across_idle_periods(
     nursery: trio.Nursery, tmpdir_short: Path
 ) -> None:
@@ -269,6 +267,7 @@ def fill(disk: Path) -> Path:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.sqlite_only
 async def test_a_full_disk_ends_turns_cleanly_and_in_order(
     nursery: trio.Nursery, tmpdir_short: Path
 ) -> None:
@@ -388,14 +387,10 @@ async def test_after_kill_9_tool_parts_are_closed_and_duration_is_real(
 
 
 def alive_for(data_dir: Path) -> float:
-    conn = sqlite3.connect(db_path(data_dir), timeout=5)
-    try:
-        row = conn.execute(
-            "SELECT alive - started FROM turns WHERE status = 'running' AND alive IS NOT NULL"
-        ).fetchone()
-    finally:
-        conn.close()
-    return row[0] if row else 0.0
+    rows = query_test_db(
+        data_dir, "SELECT alive - started FROM turns WHERE status = 'running' AND alive IS NOT NULL"
+    )
+    return rows[0][0] if rows else 0.0
 
 
 # ---- 7. idle runtimes are reclaimed ---------------------------------------------------------
@@ -433,6 +428,7 @@ async def test_a_thousand_touched_sessions_leave_nothing_open(
 # ---- 8. the writer pushes back instead of growing memory ------------------------------------
 
 
+@pytest.mark.sqlite_only
 async def test_a_stalled_writer_pushes_back_on_the_appender(tmpdir_short: Path) -> None:
     async with SQLiteStore(tmpdir_short / "opencode.db") as store:
         await store.create_session(Session("s", 1, 1, None, None, None, "/tmp", "t"))
@@ -462,6 +458,7 @@ async def test_a_stalled_writer_pushes_back_on_the_appender(tmpdir_short: Path) 
 # ---- 9. a write that raises something unexpected fails alone ------------------------------
 
 
+@pytest.mark.sqlite_only
 async def test_an_unexpected_write_error_does_not_stop_the_writer(tmpdir_short: Path) -> None:
     async with SQLiteStore(tmpdir_short / "opencode.db") as store:
         await store.create_session(Session("s", 1, 1, None, None, None, "/tmp", "t"))

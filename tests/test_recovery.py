@@ -19,11 +19,13 @@ import trio
 
 from opencoded.records import Event, Message, PermissionRequest, Session, Turn, new_id, now
 from opencoded.recovery import INTERRUPTED_MESSAGE
-from opencoded.storage import SQLiteStore
+from opencoded.storage import Store
 
-from .conftest import start_daemon
+from .conftest import open_test_store, start_daemon
 from .daemon_process import DaemonProcess
 from .fakes.llm import FakeLLM, FakeToolCall, Reply, open_fake_llm
+
+pytestmark = pytest.mark.both_stores
 
 
 def unix(path: Path) -> httpx.AsyncClient:
@@ -31,7 +33,7 @@ def unix(path: Path) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=10)
 
 
-async def append(store: SQLiteStore, session_id: str, seq: int, type_: str, data: dict) -> None:
+async def append(store: Store, session_id: str, seq: int, type_: str, data: dict) -> None:
     await store.append_event(Event(session_id, seq, type_, data, time.time()), lambda e: None)
 
 
@@ -39,7 +41,7 @@ async def left_running(data_dir: Path, directory: Path) -> dict[str, str]:
     """What a daemon killed mid-turn leaves: a running turn, its events, a pending request."""
     ids = {"session": new_id("ses"), "turn": new_id("turn"), "message": new_id("msg")}
     ids["other"], ids["permission"] = new_id("ses"), new_id("perm")
-    async with SQLiteStore(data_dir / "opencode.db") as store:
+    async with open_test_store(data_dir) as store:
         for sid in (ids["session"], ids["other"]):
             await store.create_session(
                 Session(sid, now(), now(), None, None, None, str(directory), "t")
@@ -153,7 +155,7 @@ async def test_a_turn_whose_complete_was_stored_keeps_its_status(
     """Died between the `complete` event and the turn record: the event is the truth."""
     (tmpdir_short / "data").mkdir(mode=0o700)
     sid, tid, mid = new_id("ses"), new_id("turn"), new_id("msg")
-    async with SQLiteStore(tmpdir_short / "data" / "opencode.db") as store:
+    async with open_test_store(tmpdir_short / "data") as store:
         await store.create_session(
             Session(sid, now(), now(), None, None, None, str(tmpdir_short), "t")
         )
@@ -176,6 +178,7 @@ async def test_a_turn_whose_complete_was_stored_keeps_its_status(
 # ---- health -----------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only  # the SQLite files themselves
 async def test_health_reports_and_fails_with_the_database(
     nursery: trio.Nursery, tmpdir_short: Path
 ) -> None:
@@ -213,6 +216,7 @@ def set_immutable(path: Path, on: bool) -> None:
         pytest.skip(f"chattr is not allowed here: {done.stderr.decode().strip()}")
 
 
+@pytest.mark.sqlite_only  # the SQLite files themselves
 async def test_health_fails_on_a_corrupt_database_file(
     nursery: trio.Nursery, tmpdir_short: Path
 ) -> None:

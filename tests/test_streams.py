@@ -33,6 +33,8 @@ from opencoded.sessions import events as events_module
 from tests.conftest import RunningDaemon, short_tmp, start_daemon
 from tests.fakes.llm import FakeLLM, FakeToolCall, Reply, open_fake_llm
 
+pytestmark = pytest.mark.both_stores
+
 # ---- helpers -------------------------------------------------------------------------------
 
 

@@ -13,6 +13,8 @@ from tests.conftest import RunningDaemon, short_tmp, start_daemon
 from tests.fakes.llm import FakeLLM, FakeToolCall, Reply, open_fake_llm
 from tests.test_agent import new_session, of_type, provider_config, run_turn, types
 
+pytestmark = pytest.mark.both_stores
+
 PLAN = [
     {"content": "Read the failing test", "status": "completed"},
     {"content": "Fix the parser", "status": "in_progress"},

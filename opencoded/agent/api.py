@@ -154,8 +154,9 @@ async def submit_message(daemon: Daemon, session_id: str, parts: list[dict]) -> 
             session, history = snapshot.session, snapshot.messages
             provider_id, model = _resolve_model(daemon, session)
             root = await _project_root(daemon, session)
-            _check_free(daemon, session_id, runtime)  # nothing awaits from here but the queue
             turn_id, user_id, reply_id = new_id("turn"), new_id("msg"), new_id("msg")
+            await sessions.claim_turn(runtime, turn_id)  # several instances: one turn anywhere
+            _check_free(daemon, session_id, runtime)  # nothing awaits from here but the queue
             user = Message(user_id, session_id, turn_id, "user", clean, now())
             recorded = await daemon.store.start_turn(
                 user, Turn(turn_id, session_id, reply_id, "running", started=time.time())
@@ -185,6 +186,8 @@ async def answer_permission(
         )
     session = await _load_session(daemon, session_id)
     waiter = agent_state(daemon).claim(permission_id, session_id)
+    if waiter is None and await _answer_elsewhere(daemon, session, permission_id, response):
+        return
     if waiter is None:
         raise NotFound(
             f"no pending permission request {permission_id} in this session",
@@ -205,6 +208,37 @@ async def answer_permission(
         waiter.answered.set()
 
 
+async def _answer_elsewhere(
+    daemon: Daemon, session: Session, permission_id: str, response: str
+) -> bool:
+    """Several instances: answer a request of a turn running on another one (stored,
+    then that instance is told, see `remote_answer`). False if none waits for it."""
+    answer = getattr(daemon.store.backend, "answer_remote", None)
+    if answer is None or not await answer(session.id, permission_id, response):
+        return False
+    request = await daemon.store.get_permission(permission_id)
+    if response == "always" and request is not None:
+        fresh = await daemon.store.get_session(session.id) or session
+        remembered = {**fresh.permission, request.tool: "allow"}
+        await daemon.store.update_session(attrs.evolve(fresh, permission=remembered, updated=now()))
+    return True
+
+
+async def remote_answer(daemon: Daemon, session_id: str | None, permission_id: str | None) -> None:
+    """Another instance stored an answer to one of this instance's waiting requests
+    (both None: check them all, a notification may have been missed): wake the turn."""
+    waiters = agent_state(daemon).waiters
+    ids = list(waiters) if permission_id is None else [permission_id]
+    for request_id in ids:
+        waiter = waiters.get(request_id)
+        if waiter is None or waiter.response is not None:
+            continue
+        request = await daemon.store.get_permission(request_id)
+        if request is not None and request.status in RESPONSES and waiter.response is None:
+            waiter.response = request.status
+            waiter.answered.set()
+
+
 async def abort_turn(daemon: Daemon, session_id: str) -> bool:
     """Cancel the session's running turn; True if there was one. Returns once it ended."""
     await _load_session(daemon, session_id)
@@ -216,10 +250,12 @@ async def pending_permissions(daemon: Daemon, session_id: str) -> list[dict[str,
     await _load_session(daemon, session_id)
     requests = await daemon.store.pending_permissions(session_id)
     waiting = agent_state(daemon).waiters
+    # Several instances: the backend lists only requests of turns running somewhere.
+    anywhere = getattr(daemon.store.backend, "shared", False)
     return [
         {"id": r.id, "tool": r.tool, "args": r.args, "created": r.created}
         for r in requests
-        if r.id in waiting
+        if r.id in waiting or anywhere
     ]
 
 

@@ -83,6 +83,14 @@ class EventLog:
                 self._watchers.discard(watcher)
                 watcher.send.close()
 
+    def publish_stored(self, events: list[Event]) -> None:
+        """Events another instance stored (read back by seq, in order): publish those
+        this log has not seen, as if committed here. The cluster's seam (docs/scaling.md)."""
+        for event in events:
+            if event.seq > self.committed_seq:
+                self.last_seq = max(self.last_seq, event.seq)
+                self._on_commit(event)
+
     def _on_lost(self, event: Event) -> None:
         """The write failed: no one will see the event, but no one may wait for it either."""
         self.lost += 1

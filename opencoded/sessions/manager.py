@@ -19,6 +19,7 @@ nursery then has nothing left to wait for, so shutdown is bounded.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 ABORT_WAIT = 5.0  # how long an abort waits for the turn to record its end
 ABORT_BUDGET = 1.5  # at shutdown, for all turns together (the contract: exit within 5 s)
 ALIVE_INTERVAL = 2.0  # seconds between "still running" marks of running turns
+REMOTE_POLL = 0.05  # seconds between checks that a turn aborted on another instance ended
 
 
 @attrs.define(eq=False)
@@ -76,6 +78,9 @@ class SessionRuntime:
     # Messages sent with `queue: true` while a turn ran (agent.queue): in memory only;
     # each turn's end hands the next to `SessionManager.after_turn`.
     queue: deque[Any] = attrs.Factory(deque)
+    # Another instance's events: the seq to catch up to, and whether a task does it.
+    remote_seq: float = 0
+    catching_up: bool = False
 
     @property
     def busy(self) -> bool:
@@ -97,6 +102,10 @@ class SessionManager:
         self.stopping = False
         # Started (as a task of ours) when a turn ends with messages queued behind it.
         self.after_turn: AfterTurn | None = None
+        # What other instances may ask of this one besides events and aborts (kind ->
+        # handler(session_id, argument); both None: re-check everything).
+        self.control_handlers: dict[str, Callable[[Any, Any], Awaitable[None]]] = {}
+        self._busy_elsewhere: set[str] = set()  # sessions with a turn on another instance
 
     # ---- state -------------------------------------------------------------------------
 
@@ -111,7 +120,8 @@ class SessionManager:
 
     def status(self, session_id: str) -> str:
         runtime = self._runtimes.get(session_id)
-        return "busy" if runtime is not None and runtime.busy else "idle"
+        busy = (runtime is not None and runtime.busy) or session_id in self._busy_elsewhere
+        return "busy" if busy else "idle"
 
     def notify(self, kind: str, session_id: str, **extra: Any) -> None:
         self.feed.publish({"type": kind, "session_id": session_id, **extra})
@@ -230,7 +240,7 @@ class SessionManager:
         runtime = self._runtimes.get(session_id)
         turn = runtime.turn if runtime else None
         if turn is None:
-            return False
+            return await self._abort_elsewhere(session_id)
         turn.scope.cancel()
         with trio.move_on_after(ABORT_WAIT):
             await turn.done.wait()
@@ -242,6 +252,93 @@ class SessionManager:
         if runtime.pending_end is not None:
             await runtime.pending_end()
             runtime.pending_end = None
+
+    # ---- several instances on one database (a backend with `shared`) ------------------
+
+    async def claim_turn(self, runtime: SessionRuntime, turn_id: str) -> None:
+        """Take the session's turn across the cluster (SessionBusy if a turn runs on
+        another instance), then catch the log up with what other instances stored, so
+        the turn's seqs follow theirs. Nothing on a backend of one instance."""
+        claim = getattr(self.store.backend, "claim_turn", None)
+        if claim is None:
+            return
+        if not await claim(runtime.id, turn_id):
+            raise SessionBusy(
+                "a turn is already running in this session (on another instance)",
+                {"sessionId": runtime.id, "turnId": None},
+            )
+        runtime.remote_seq = math.inf
+        await self._catch_up(runtime, local_turn_ok=True)
+
+    async def _abort_elsewhere(self, session_id: str) -> bool:
+        """Abort the session's turn on the instance that runs it; False if none does."""
+        request = getattr(self.store.backend, "request_abort", None)
+        if request is None or not await request(session_id):
+            return False
+        with trio.move_on_after(ABORT_WAIT):  # until it has recorded its end there
+            while await self.store.backend.lease_held(session_id):  # type: ignore[attr-defined]
+                await trio.sleep(REMOTE_POLL)
+        return True
+
+    def remote_control(self, kind: str, session_id: str, argument: str) -> None:
+        """Another instance asks something of this one (storage.postgres CONTROL_CHANNEL)."""
+        if kind == "abort":
+            runtime = self._runtimes.get(session_id)
+            if runtime is not None and runtime.turn is not None:
+                runtime.turn.scope.cancel()
+        elif kind in ("busy", "idle"):
+            was = self.status(session_id)
+            if kind == "busy":
+                self._busy_elsewhere.add(session_id)
+            else:
+                self._busy_elsewhere.discard(session_id)
+            if self.status(session_id) != was:
+                self.notify("session.status", session_id, status=self.status(session_id))
+        handler = self.control_handlers.get(kind)
+        if handler is not None:
+            self._nursery.start_soon(handler, session_id, argument)
+
+    def remote_events(self, session_id: str | None, seq: int) -> None:
+        """Another instance stored the session's events up to `seq` (None: maybe missed
+        some, for any session): open runtimes read them back and publish them."""
+        if session_id is None:
+            runtimes = list(self._runtimes.values())
+        else:
+            runtime = self._runtimes.get(session_id)
+            runtimes = [runtime] if runtime is not None else []
+        for runtime in runtimes:
+            runtime.remote_seq = max(runtime.remote_seq, math.inf if session_id is None else seq)
+            if runtime.turn is None and not runtime.catching_up:
+                self._nursery.start_soon(self._catch_up, runtime)
+        if session_id is None:  # notifications may have been missed: re-check the rest
+            self._nursery.start_soon(self._reload_busy_elsewhere)
+            for handler in self.control_handlers.values():
+                self._nursery.start_soon(handler, None, None)
+
+    async def _reload_busy_elsewhere(self) -> None:
+        try:
+            busy = await self.store.backend.busy_sessions()  # type: ignore[attr-defined]
+        except Exception:
+            log.warning("could not read which sessions are busy elsewhere", exc_info=True)
+            return
+        self._busy_elsewhere = busy
+
+    async def _catch_up(self, runtime: SessionRuntime, *, local_turn_ok: bool = False) -> None:
+        # A local turn is the only writer of its session: nothing to read back then.
+        log_ = runtime.log
+        runtime.catching_up = True
+        try:
+            while runtime.remote_seq > log_.committed_seq and not runtime.closed:
+                events = await self.store.read_events(runtime.id, log_.committed_seq)
+                if not events or (runtime.turn is not None and not local_turn_ok):
+                    break
+                log_.publish_stored(events)
+        except Exception:
+            log.warning("could not read back another instance's events", exc_info=True)
+        finally:
+            runtime.catching_up = False
+            if runtime.remote_seq == math.inf:
+                runtime.remote_seq = 0
 
     # ---- delete, prune -----------------------------------------------------------------
 
@@ -290,9 +387,13 @@ class SessionManager:
             running = [r.turn.id for r in self._runtimes.values() if r.turn is not None]
             if running:
                 try:
-                    await self.store.touch_turns(running, time.time())
+                    aborted = await self.store.touch_turns(running, time.time())
                 except Exception:
                     log.warning("could not mark running turns alive", exc_info=True)
+                    continue
+                for runtime in list(self._runtimes.values()):  # asked on another instance
+                    if runtime.turn is not None and runtime.turn.id in (aborted or ()):
+                        runtime.turn.scope.cancel()
 
     # ---- shutdown ----------------------------------------------------------------------
 
@@ -321,6 +422,9 @@ async def open_session_manager(store: Store) -> AsyncIterator[SessionManager]:
     async with trio.open_nursery() as nursery:
         manager = SessionManager(store, nursery)
         nursery.start_soon(manager._keep_alive)
+        listen = getattr(store.backend, "listen_events", None)
+        if listen is not None:  # other instances' events (storage.postgres)
+            nursery.start_soon(listen, manager.remote_events, manager.remote_control)
         try:
             yield manager
         finally:

@@ -147,6 +147,9 @@ class Store:
                 self._room.set()
                 self._room = trio.Event()
                 await self._commit(jobs)
+                # Not held while waiting for the next job: a group is up to MAX_GROUP
+                # batches of events a slower backend (PostgreSQL) makes bigger.
+                del jobs, first
         self.drained = True  # closed, and everything queued was committed
 
     async def _commit(self, jobs: list[_Job]) -> None:
@@ -228,7 +231,14 @@ class Store:
     async def ping(self) -> None:
         await self.backend.ping()
         if self.failure is not None:
-            raise self.failure
+            # A backend that can test a write (storage.postgres) clears the failure once
+            # writes work again, so an idle instance behind a load balancer, which gets
+            # no write while its health says 503, is not out for good.
+            probe = getattr(self.backend, "probe_write", None)
+            if probe is None:
+                raise self.failure
+            await probe()
+            self.failure = None
 
     async def get_project(self, project_id: str) -> Project | None:
         return await self.backend.get_project(project_id)
@@ -312,8 +322,9 @@ class Store:
     async def save_turn(self, turn: Turn) -> None:
         await self._write(ops.SaveTurn(turn))
 
-    async def touch_turns(self, turn_ids: Sequence[str], at: float) -> None:
-        await self._write(ops.TouchTurns(list(turn_ids), at))
+    async def touch_turns(self, turn_ids: Sequence[str], at: float) -> list[str] | None:
+        """A shared backend returns the ids of the turns asked to abort elsewhere."""
+        return await self._write(ops.TouchTurns(list(turn_ids), at))
 
     async def save_permission(self, request: PermissionRequest) -> None:
         await self._write(ops.SavePermission(request))
