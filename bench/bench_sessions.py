@@ -47,11 +47,13 @@ trio.run(serve, app, cfg)
 def create_sessions(daemon: Daemon, count: int, threads: int = 4) -> float:
     """Create `count` sessions from `threads` keep-alive connections; return seconds."""
     per_thread = count // threads
+    directory = daemon.tmp / "work"  # not /tmp: the daemon refuses such broad roots
+    directory.mkdir(exist_ok=True)
 
     def work() -> None:
         with daemon.unix_client() as c:
             for _ in range(per_thread):
-                r = c.post("/sessions", json={"directory": "/tmp"})
+                r = c.post("/sessions", json={"directory": str(directory)})
                 assert r.status_code == 201, r.text
 
     workers = [threading.Thread(target=work) for _ in range(threads)]
