@@ -32,6 +32,11 @@ from ..records import Event, Message, PermissionRequest, Project, Session, Turn
 from . import ops
 from .base import SessionSnapshot, StoreConflict, StoreError
 from .migrations import migrate
+from .rows import messages as _messages
+from .rows import permission as _permission
+from .rows import session as _session
+from .rows import session_row as _session_row
+from .rows import turn_row as _turn_row
 from .store import Store, open_store
 
 T = TypeVar("T")
@@ -616,49 +621,8 @@ def _event_row(e: Event) -> tuple:
     return (e.session_id, e.seq, e.type, json.dumps(e.data), e.created)
 
 
-def _messages(rows: list[tuple]) -> list[Message]:
-    return [Message(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
-
-
 def _insert_project(c: sqlite3.Connection, p: Project) -> None:
     c.execute(
         "INSERT INTO projects VALUES (?,?,?,?) ON CONFLICT(path) DO NOTHING",
         (p.id, p.name, p.path, p.created),
-    )
-
-
-def _session_row(s: Session) -> tuple:
-    return (
-        s.id,
-        s.created,
-        s.updated,
-        s.provider,
-        s.model,
-        s.project,
-        s.directory,
-        s.title,
-        json.dumps(s.permission),
-    )
-
-
-def _session(row: tuple) -> Session:
-    return Session(*row[:8], permission=json.loads(row[8]))
-
-
-def _permission(row: tuple) -> PermissionRequest:
-    return PermissionRequest(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6])
-
-
-def _turn_row(t: Turn) -> tuple:
-    return (
-        t.id,
-        t.session_id,
-        t.message_id,
-        t.status,
-        t.started,
-        t.ended,
-        t.input_tokens,
-        t.output_tokens,
-        t.cost,
-        t.alive,
     )
