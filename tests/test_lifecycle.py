@@ -61,6 +61,22 @@ def write_locked(data_dir: Path) -> Iterator[None]:
         conn.close()
 
 
+async def daemon_running_bash(
+    nursery: trio.Nursery, tmp: Path, fake: Any
+) -> tuple[DaemonProcess, Path, Path, dict[str, Any]]:
+    """A daemon process whose session runs `bash` (a long sleep, its pid in a file)."""
+    config = agent_config(tmp, fake)
+    pid_file = tmp / "sleep.pid"
+    daemon = DaemonProcess(tmp, "--config", str(config))
+    await daemon.start(nursery)
+    async with unix(daemon.socket) as client:
+        created = await client.post("/sessions", json={"directory": str(workdir(tmp))})
+        sid = created.json()
+        slow_turn_with_sleep(fake, pid_file)
+        await start_bash_turn(client, sid["id"], pid_file)
+    return daemon, config, pid_file, sid
+
+
 # ---- 1. shutdown is bounded, even with commits stalled -------------------------------------
 
 
@@ -69,16 +85,7 @@ async def test_sigterm_exits_in_time_while_commits_stall(
     nursery: trio.Nursery, tmpdir_short: Path
 ) -> None:
     async with open_fake_llm() as fake:
-        config = agent_config(tmpdir_short, fake)
-        pid_file = tmpdir_short / "sleep.pid"
-        daemon = DaemonProcess(tmpdir_short, "--config", str(config))
-        await daemon.start(nursery)
-        async with unix(daemon.socket) as client:
-            sid = (
-                await client.post("/sessions", json={"directory": str(workdir(tmpdir_short))})
-            ).json()
-            slow_turn_with_sleep(fake, pid_file)
-            await start_bash_turn(client, sid["id"], pid_file)
+        daemon, config, pid_file, sid = await daemon_running_bash(nursery, tmpdir_short, fake)
         assert daemon.proc is not None
         with write_locked(daemon.data_dir):
             daemon.proc.send_signal(signal.SIGTERM)
@@ -355,16 +362,7 @@ async def test_after_kill_9_tool_parts_are_closed_and_duration_is_real(
     nursery: trio.Nursery, tmpdir_short: Path
 ) -> None:
     async with open_fake_llm() as fake:
-        config = agent_config(tmpdir_short, fake)
-        pid_file = tmpdir_short / "sleep.pid"
-        daemon = DaemonProcess(tmpdir_short, "--config", str(config))
-        await daemon.start(nursery)
-        async with unix(daemon.socket) as client:
-            sid = (
-                await client.post("/sessions", json={"directory": str(workdir(tmpdir_short))})
-            ).json()
-            slow_turn_with_sleep(fake, pid_file)
-            await start_bash_turn(client, sid["id"], pid_file)
+        daemon, config, _pid_file, sid = await daemon_running_bash(nursery, tmpdir_short, fake)
         # Wait until the daemon has marked the turn alive 2.5 s after it started.
         with trio.fail_after(20):
             while (ran := alive_for(daemon.data_dir)) < 2.5:
