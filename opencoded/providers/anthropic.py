@@ -18,6 +18,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from . import _errors
+from ._raw import streamed_post
 from ._sse import sse_events
 from .base import (
     ChatMessage,
@@ -72,7 +73,7 @@ def _message(message: ChatMessage) -> dict[str, Any]:
 
 
 def build_params(request: ChatRequest) -> dict[str, Any]:
-    """The keyword arguments of `messages.create` for one step (without `stream`)."""
+    """The JSON body of `POST /v1/messages` for one step (without `stream`)."""
     messages = [_message(m) for m in request.messages]
     if messages and messages[-1]["content"]:
         last = messages[-1]["content"]
@@ -244,10 +245,8 @@ class AnthropicProvider:
             # The SDK makes the request and maps HTTP errors; the event stream is read
             # raw (see _sse: the SDK's per-event pydantic models cost more than the rest
             # of the daemon's work per token).
-            raw = self._client.messages.with_streaming_response.create(**params, stream=True)
-            async with raw as response:
+            async with streamed_post(self._client, "/v1/messages", params) as http:
                 started = True
-                http = response.http_response
                 async with aclosing(sse_events(http.aiter_bytes())) as events:
                     async for name, data in events:
                         if name is None or name == "ping" or not data:

@@ -23,6 +23,7 @@ from contextlib import aclosing
 from typing import Any
 
 from . import _errors
+from ._raw import streamed_post
 from ._sse import sse_events
 from .base import (
     ChatMessage,
@@ -98,7 +99,7 @@ def _tool_images(message: ChatMessage) -> list[dict[str, Any]]:
 
 
 def build_params(request: ChatRequest, *, official: bool) -> dict[str, Any]:
-    """The keyword arguments of `chat.completions.create` for one step."""
+    """The JSON body of `POST /chat/completions` for one step (without `stream`)."""
     messages: list[dict[str, Any]] = []
     if request.system:
         messages.append({"role": "system", "content": request.system})
@@ -108,7 +109,6 @@ def build_params(request: ChatRequest, *, official: bool) -> dict[str, Any]:
     params: dict[str, Any] = {
         "model": request.model,
         "messages": messages,
-        "stream": True,
         "stream_options": {"include_usage": True},
     }
     # OpenAI's reasoning models refuse max_tokens; many compatible servers only know it.
@@ -270,11 +270,10 @@ class OpenAICompatProvider:
             # The SDK makes the request and maps HTTP errors; the chunks are read raw
             # (see _sse: the SDK's per-chunk pydantic models cost more than the rest of
             # the daemon's work per token).
-            raw = self._client.chat.completions.with_streaming_response.create(**params)
-            async with raw as response:
+            async with streamed_post(self._client, "/chat/completions", params) as response:
                 started = True
                 done = False
-                async with aclosing(sse_events(response.http_response.aiter_bytes())) as events:
+                async with aclosing(sse_events(response.aiter_bytes())) as events:
                     async for _, data in events:
                         if done or not data:
                             continue  # read to the end, so the connection can be reused
