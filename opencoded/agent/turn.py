@@ -386,15 +386,17 @@ class AgentTurn:
             self.text_part = {"type": "text", "text": ""}
             self.parts.append(self.text_part)
         self.text_part["text"] += text
-        return (
-            await self._append("text-delta", {"message_id": self.turn.message_id, "text": text})
-        ).seq
+        data = {"message_id": self.turn.message_id, "text": text}
+        return (await self._append("text-delta", data, merge=True)).seq
 
-    async def _append(self, type: str, data: dict[str, Any]) -> Event:
-        """Append to the log; StoreError once any event of this turn could not be stored
-        (a turn whose events are being lost stops rather than talk on unheard)."""
+    async def _append(self, type: str, data: dict[str, Any], merge: bool = False) -> Event:
+        """Append to the log (`merge`: a text delta, see EventLog.append_text); StoreError
+        once any event of this turn could not be stored (a turn whose events are being
+        lost stops rather than talk on unheard)."""
         if self.log.lost > self.lost_at_start:
             raise StoreError("events of this turn could not be stored")
+        if merge:
+            return await self.log.append_text(type, data)
         return await self.log.append(type, data)
 
     async def _first_out(self, seq: int) -> None:

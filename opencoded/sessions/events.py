@@ -19,14 +19,20 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any, cast
 
+import attrs
 import trio
 
 from ..records import Event
 from ..storage import Store
+from ..storage.store import QueuedEvent
 
 WATCHER_BUFFER = 256
 # How long a closing log's followers wait for events still being written.
 CLOSE_DRAIN = 2.0
+
+
+def _same_but(a: dict[str, Any], b: dict[str, Any], field: str) -> bool:
+    return len(a) == len(b) and all(v == a.get(k) for k, v in b.items() if k != field)
 
 
 class _Watcher:
@@ -46,6 +52,7 @@ class EventLog:
         self._watchers: set[_Watcher] = set()
         self._committed = trio.Event()
         self._closed = False
+        self._queued: tuple[Event, QueuedEvent] | None = None  # the last event appended
 
     async def append(self, type: str, data: dict[str, Any]) -> Event:
         """Give the event the next seq and queue it; watchers see it once it is stored.
@@ -54,8 +61,29 @@ class EventLog:
         """
         await self._store.event_room()
         event = self.reserve(type, data)
-        self._store.queue_event(event, self._on_commit, self._on_lost)
+        self._queued = (event, self._store.queue_event(event, self._on_commit, self._on_lost))
         return event
+
+    async def append_text(self, type: str, data: dict[str, Any], field: str = "text") -> Event:
+        """`append`, except that while this log's previous event is of the same type and
+        data (but `field`) and still waits for the writer, it grows by `field` instead.
+
+        So the deltas that arrive while the daemon is behind (or in one provider read,
+        before the writer runs) become one event: one row, one frame, one JSON encode,
+        where each token would cost all of that. A daemon that keeps up still sends every
+        delta on its own. The merged event keeps its seq; nobody has seen it yet.
+        """
+        queued = self._queued
+        if queued is not None:
+            last, place = queued
+            if last.seq == self.last_seq and last.type == type and _same_but(
+                last.data, data, field
+            ):
+                merged = attrs.evolve(last, data={**data, field: last.data[field] + data[field]})
+                if self._store.replace_queued(place, merged):
+                    self._queued = (merged, place)
+                    return merged
+        return await self.append(type, data)
 
     def reserve(self, type: str, data: dict[str, Any]) -> Event:
         """The next event, with its seq, not queued: for a write that stores it with

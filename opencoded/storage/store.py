@@ -125,6 +125,9 @@ class _EventBatch(_Job):
                 lost(event)
 
 
+QueuedEvent = tuple[_EventBatch, int]  # an event's place in the write queue
+
+
 class Store:
     """Use `open_store(backend)`; see the module docstring."""
 
@@ -207,9 +210,12 @@ class Store:
             return True
         return self._send.statistics().current_buffer_used < QUEUE_JOBS
 
-    def queue_event(self, event: Event, on_commit: EventCallback, on_lost: EventCallback) -> None:
+    def queue_event(
+        self, event: Event, on_commit: EventCallback, on_lost: EventCallback
+    ) -> QueuedEvent:
         """Queue the event (call `event_room` first); exactly one callback runs later, on
-        the Trio thread, in queue order: on_commit once it is durable, else on_lost."""
+        the Trio thread, in queue order: on_commit once it is durable, else on_lost.
+        The result lets `replace_queued` change the event while it still waits."""
         self._check_open()
         batch = self._batch
         if batch is None or batch.sealed or len(batch.events) >= MAX_BATCH_EVENTS:
@@ -218,6 +224,17 @@ class Store:
             self._batch = batch
         batch.events.append(event)
         batch.callbacks.append((on_commit, on_lost))
+        return batch, len(batch.events) - 1
+
+    @staticmethod
+    def replace_queued(queued: QueuedEvent, event: Event) -> bool:
+        """Put `event` in place of a queued one if the writer has not taken it yet (its
+        batch is not sealed); False if it has. The caller keeps the seq order (same seq)."""
+        batch, index = queued
+        if batch.sealed:
+            return False
+        batch.events[index] = event
+        return True
 
     async def append_event(
         self, event: Event, on_commit: EventCallback, on_lost: EventCallback | None = None

@@ -17,6 +17,7 @@ In-process API (what other tests rely on)::
         await fake.wait_requests(2)   # until at least 2 requests were received
         fake.disconnects  # how many streams the client dropped before the reply was complete
         await fake.disconnected.wait()  # set at the first such drop
+        fake.release()    # a `lockstep` reply may send its next chunk
 
 With an empty queue every request gets the default reply `Reply(text=["ok"])`.
 
@@ -49,6 +50,10 @@ A small context window (compaction tests)::
   finishing the chunked body, as a broken network would.
 - `hang`: send the opening chunks up to and including the first text (or tool) delta, then
   wait until the client goes away (counted in `disconnects`).
+- `one_write`: the whole stream in one write (one HTTP chunk): a burst the client reads at
+  once, as a daemon that fell behind would find it.
+- `lockstep`: before each content chunk after the first, wait for `fake.release()` (one
+  chunk per call): the test paces the stream by what it has seen.
 - `stall`: accept the request, then send nothing at all (not even the status line) until the
   client goes away (counted in `disconnects`): a provider stuck before its headers.
 
@@ -111,6 +116,8 @@ class Reply:
     cut_after: int | None = None
     hang: bool = False
     stall: bool = False
+    one_write: bool = False
+    lockstep: bool = False
 
     @property
     def anthropic_stop(self) -> str:
@@ -337,7 +344,12 @@ class FakeLLM:
         self.context_window: int | None = None
         self.overflows = 0
         self._rules: list[tuple[str, Reply]] = []
+        self._gate = trio.Semaphore(0)  # lockstep replies: one chunk per release()
         self.app = self._make_app()
+
+    def release(self) -> None:
+        """Let a `lockstep` reply send its next content chunk."""
+        self._gate.release()
 
     def answer_containing(self, text: str, reply: Reply) -> None:
         """Answer every request whose JSON body contains `text` with `reply`."""
@@ -400,7 +412,14 @@ class FakeLLM:
         self, chunks: Iterator[tuple[bytes, bool]], reply: Reply
     ) -> AsyncIterator[bytes]:
         try:
+            if reply.one_write:
+                yield b"".join(data for data, _ in chunks)
+                return
+            content_sent = False
             for n, (data, is_content) in enumerate(chunks):
+                if reply.lockstep and is_content and content_sent:
+                    await self._gate.acquire()
+                content_sent = content_sent or is_content
                 if reply.cut_after is not None and n >= reply.cut_after:
                     raise _StreamCut()
                 if n and reply.delay:
