@@ -3,6 +3,7 @@ token); a daemon that keeps up still sends every delta on its own."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,6 @@ import trio
 
 from tests.test_agent import (
     TurnStream,
-    fake,  # noqa: F401 (the fixture)
     agent_daemon,
     message_body,
     new_session,
@@ -21,11 +21,17 @@ from tests.test_agent import (
 from tests.test_recovery import replay_until_complete
 
 try:
-    from tests.fakes.llm import FakeLLM, Reply
+    from tests.fakes.llm import FakeLLM, Reply, open_fake_llm
 except ImportError:  # pragma: no cover
-    from fakes.llm import FakeLLM, Reply
+    from fakes.llm import FakeLLM, Reply, open_fake_llm
 
 PIECES = [f"w{i} " for i in range(60)]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeLLM]:
+    async with open_fake_llm() as server:
+        yield server
 
 
 @pytest.mark.parametrize("kind", ["anthropic", "openai"])
