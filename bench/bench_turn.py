@@ -117,12 +117,13 @@ def post_json(sock_path: Path, path: str, body: dict[str, Any]) -> dict[str, Any
 
 
 def daemon_turn(sock_path: Path, session_id: str) -> tuple[float, float, int]:
-    """(first text-delta, complete, deltas seen), seconds from just before the request."""
+    """(first text-delta, complete, text characters seen), seconds from just before the
+    request. Characters, not deltas: deltas that arrive together are merged into one."""
     body = {"parts": [{"type": "text", "text": PROMPT}]}
     start = time.perf_counter()
     conn = _request(sock_path, "POST", f"/sessions/{session_id}/messages", body)
     first = 0.0
-    deltas = 0
+    chars = 0
     try:
         status, _, rest = _read_head(conn)
         if status != 200:
@@ -135,13 +136,13 @@ def daemon_turn(sock_path: Path, session_id: str) -> tuple[float, float, int]:
                 event = json.loads(line)
                 kind = event["type"]
                 if kind == "text-delta":
-                    if not deltas:
+                    if not chars:
                         first = time.perf_counter() - start
-                    deltas += 1
+                    chars += len(event["data"]["text"])
                 elif kind == "complete":
                     if event["data"]["status"] != "completed":
                         raise RuntimeError(f"turn ended {event['data']['status']}")
-                    return first, time.perf_counter() - start, deltas
+                    return first, time.perf_counter() - start, chars
                 elif kind == "error":
                     raise RuntimeError(f"turn error: {event['data']}")
     finally:
@@ -160,7 +161,7 @@ def anthropic_direct(fake_url: str) -> Callable[[], tuple[float, float, int]]:
     def turn() -> tuple[float, float, int]:
         start = time.perf_counter()
         first = 0.0
-        deltas = 0
+        chars = 0
         stream = client.messages.create(
             model="claude-sonnet-4-5",
             max_tokens=4096,
@@ -170,10 +171,10 @@ def anthropic_direct(fake_url: str) -> Callable[[], tuple[float, float, int]]:
         with stream:
             for event in stream:
                 if event.type == "content_block_delta" and event.delta.type == "text_delta":
-                    if not deltas:
+                    if not chars:
                         first = time.perf_counter() - start
-                    deltas += 1
-        return first, time.perf_counter() - start, deltas
+                    chars += len(event.delta.text)
+        return first, time.perf_counter() - start, chars
 
     return turn
 
@@ -186,7 +187,7 @@ def openai_direct(fake_url: str) -> Callable[[], tuple[float, float, int]]:
     def turn() -> tuple[float, float, int]:
         start = time.perf_counter()
         first = 0.0
-        deltas = 0
+        chars = 0
         stream = client.chat.completions.create(
             model="fake-model",
             messages=[{"role": "user", "content": PROMPT}],
@@ -196,10 +197,10 @@ def openai_direct(fake_url: str) -> Callable[[], tuple[float, float, int]]:
         with stream:
             for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content:
-                    if not deltas:
+                    if not chars:
                         first = time.perf_counter() - start
-                    deltas += 1
-        return first, time.perf_counter() - start, deltas
+                    chars += len(chunk.choices[0].delta.content)
+        return first, time.perf_counter() - start, chars
 
     return turn
 
@@ -227,8 +228,8 @@ def measure(
             else:
                 sid = post_json(daemon.socket, "/sessions", {"directory": workdir, **session_body})
                 first, total, seen = daemon_turn(daemon.socket, sid["id"])
-            if seen != tokens:
-                raise RuntimeError(f"{label} {path}: {seen} deltas, expected {tokens}")
+            if seen != len("".join(text)):
+                raise RuntimeError(f"{label} {path}: {seen} characters, expected {tokens * 4}")
             if i >= 2:
                 samples[path].append((first, total))
     rows = []
