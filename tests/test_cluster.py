@@ -453,3 +453,42 @@ async def freeze_until_declared_dead(
                     assert event["data"]["status"] == "interrupted"
                     break
     return await replay_until_complete(on_b, sid)
+
+
+async def _sync_turn(instance: DaemonProcess, sid: str, text: str) -> None:
+    async with unix(instance.socket) as client:
+        body = {"parts": [{"type": "text", "text": text}]}
+        with trio.fail_after(20):
+            async with client.stream("POST", f"/sessions/{sid}/messages", json=body) as r:
+                assert r.status_code == 200
+                lines = [json.loads(line) async for line in r.aiter_lines() if line]
+        assert lines[-1]["type"] == "complete", lines
+        assert lines[-1]["data"]["status"] == "completed", lines
+
+
+def _sent_texts(body: dict) -> list[str]:
+    """The text of every message the daemon sent the provider, in order."""
+    out = []
+    for message in body["messages"]:
+        content = message["content"]
+        blocks = [content] if isinstance(content, str) else content
+        out += [b if isinstance(b, str) else b.get("text", "") for b in blocks]
+    return out
+
+
+async def test_turns_alternating_between_instances_each_send_the_whole_history(
+    nursery: trio.Nursery, tmpdir_short: Path, pg_database: str, fake: FakeLLM
+) -> None:
+    """An instance keeps a session's history in memory between its turns (issue 16): a
+    turn that ran on another instance in between must be in the next request."""
+    a, b = await start_cluster(nursery, tmpdir_short, pg_database, fake, 2)
+    sid = await new_session(a, tmpdir_short)
+    plan = [(a, "one"), (a, "two"), (b, "three"), (a, "four"), (b, "five"), (b, "six")]
+    for n, (instance, word) in enumerate(plan):
+        fake.push(Reply(text=[f"answer {word}"]))
+        await _sync_turn(instance, sid, f"say {word}")
+        expected = []
+        for _, earlier in plan[:n]:
+            expected += [f"say {earlier}", f"answer {earlier}"]
+        assert _sent_texts(fake.requests[-1].body) == [*expected, f"say {word}"]
+    stop_all([a, b])

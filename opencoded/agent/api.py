@@ -19,6 +19,8 @@ from ..providers.base import ProviderError
 from ..records import Message, Session, Turn, new_id, now
 from ..sessions import EventLog, RunningTurn, SessionRuntime
 from ..storage.base import SessionSnapshot
+from . import history
+from .history import History
 from .permissions import RESPONSES, agent_state
 from .turn import AgentTurn, TurnPlan
 
@@ -76,10 +78,20 @@ async def _load_session(daemon: Daemon, session_id: str) -> Session:
     return session
 
 
-async def _snapshot(daemon: Daemon, session_id: str, *, with_last_seq: bool) -> SessionSnapshot:
-    snapshot = await daemon.store.session_snapshot(session_id, with_last_seq=with_last_seq)
+async def _snapshot(
+    daemon: Daemon, session_id: str, *, with_last_seq: bool, known: History | None = None
+) -> SessionSnapshot:
+    """The session and its messages: `known`'s if storage's head matches it (see
+    agent.history), else as read."""
+    head = known.head if known is not None else None
+    snapshot = await daemon.store.session_snapshot(
+        session_id, with_last_seq=with_last_seq, known=head
+    )
     if snapshot is None:
         raise SessionNotFound(session_id)
+    if snapshot.messages is None:
+        assert known is not None
+        snapshot = attrs.evolve(snapshot, messages=known.messages)
     return snapshot
 
 
@@ -139,7 +151,8 @@ async def submit_message(daemon: Daemon, session_id: str, parts: list[dict]) -> 
         # none can start while we hold the lock, so only one running already can.
         runtime = sessions.opened(session_id)
         ran = runtime is not None and runtime.busy
-        snapshot = await _snapshot(daemon, session_id, with_last_seq=runtime is None)
+        known = history.cached(daemon, session_id)
+        snapshot = await _snapshot(daemon, session_id, with_last_seq=runtime is None, known=known)
         clean = validate_parts(parts)
         if runtime is None or runtime.closed:  # not open, or reclaimed during the read
             last_seq = snapshot.last_seq
@@ -150,8 +163,9 @@ async def submit_message(daemon: Daemon, session_id: str, parts: list[dict]) -> 
             _check_free(daemon, session_id, runtime)
             await sessions.store_pending_end(runtime)
             if ran:  # it has ended since: read what it stored
-                snapshot = await _snapshot(daemon, session_id, with_last_seq=False)
-            session, history = snapshot.session, snapshot.messages
+                known = history.cached(daemon, session_id)
+                snapshot = await _snapshot(daemon, session_id, with_last_seq=False, known=known)
+            session, stored = snapshot.session, snapshot.messages or []
             provider_id, model = _resolve_model(daemon, session)
             root = await _project_root(daemon, session)
             turn_id, user_id, reply_id = new_id("turn"), new_id("msg"), new_id("msg")
@@ -161,7 +175,10 @@ async def submit_message(daemon: Daemon, session_id: str, parts: list[dict]) -> 
             recorded = await daemon.store.start_turn(
                 user, Turn(turn_id, session_id, reply_id, "running", started=time.time())
             )
-            plan = TurnPlan(session, provider_id, model, root, [*history, user], recorded.wait)
+            converted = known.converted if known is not None else {}
+            plan = TurnPlan(
+                session, provider_id, model, root, [*stored, user], recorded.wait, converted
+            )
             start_seq = runtime.log.last_seq
 
             async def body(runtime_: SessionRuntime, turn: RunningTurn) -> None:

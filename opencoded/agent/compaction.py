@@ -43,7 +43,7 @@ from ..providers.base import (
 )
 from ..providers.retry import stream_with_retry
 from ..records import Message
-from .context import conversation, merge_roles
+from .context import Converted, conversation, merge_roles
 
 CHARS_PER_TOKEN = 4
 TARGET = 0.5  # compaction aims at this share of the window (so it is not redone each step)
@@ -104,7 +104,10 @@ def summary_state(event_data: dict[str, Any] | None) -> tuple[str | None, str | 
 
 
 def build_context(
-    history: Sequence[Message], current: Sequence[Message], latest: dict[str, Any] | None
+    history: Sequence[Message],
+    current: Sequence[Message],
+    latest: dict[str, Any] | None,
+    converted: Converted | None = None,
 ) -> Context:
     """The context from stored messages: `history` (before the current turn), `current`
     (the current turn's stored messages) and the latest compaction event's data. A summary
@@ -121,7 +124,7 @@ def build_context(
     return Context(
         summary=summary,
         upto=upto,
-        earlier=elide_through(conversation(kept), through),
+        earlier=elide_through(conversation(kept, converted), through),
         earlier_last=history[-1].id if history else None,
         current=conversation(current),
         elided_through=through,

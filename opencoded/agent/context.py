@@ -1,7 +1,8 @@
 """The conversation a provider sees, rebuilt from stored messages.
 
-Storage is the only source of truth for context: a turn starts from `list_messages`, so a
-daemon restart (or a crash) loses nothing that was stored. Stored assistant messages hold
+Storage is the only source of truth for context: a turn starts from the stored messages
+(or agent.history's copy of them, checked against storage), so a daemon restart (or a
+crash) loses nothing that was stored. Stored assistant messages hold
 one turn's steps as a flat list of parts; here they become the provider's alternating
 assistant / user(tool results) messages again.
 
@@ -19,6 +20,9 @@ from typing import Any
 
 from ..providers.base import Block, ChatMessage, TextBlock, ToolResultBlock, ToolUseBlock
 from ..records import Message
+
+# message id -> (the message it was converted from, its provider messages)
+Converted = dict[str, tuple[Message, list[ChatMessage]]]
 
 UNFINISHED_RESULT = "the tool did not finish: the turn was stopped before it returned"
 
@@ -79,14 +83,24 @@ def merge_roles(messages: Iterable[ChatMessage]) -> list[ChatMessage]:
     return merged
 
 
-def conversation(messages: Iterable[Message]) -> list[ChatMessage]:
-    """The provider conversation for stored messages, oldest first."""
+def conversation(
+    messages: Iterable[Message], converted: Converted | None = None
+) -> list[ChatMessage]:
+    """The provider conversation for stored messages, oldest first. `converted` keeps
+    each message's conversion for the next call (see agent.history)."""
     out: list[ChatMessage] = []
     for message in messages:
+        hit = converted.get(message.id) if converted is not None else None
+        if hit is not None and hit[0] is message:
+            out += hit[1]
+            continue
         if message.role == "user":
-            out += user_message(message.parts)
+            chat = user_message(message.parts)
         else:
-            out += assistant_messages(message.parts)
+            chat = assistant_messages(message.parts)
+        if converted is not None:
+            converted[message.id] = (message, chat)
+        out += chat
     # A conversation must start with the user; a leading assistant message (never written
     # by us, but a store could hold one) would be rejected.
     while out and out[0].role != "user":

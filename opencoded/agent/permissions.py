@@ -55,6 +55,7 @@ class AgentState:
     waiters: dict[str, Waiter] = attrs.Factory(dict)
     project_paths: dict[str, str] = attrs.Factory(dict)  # project id -> path (immutable)
     trackers: dict[Any, Any] = attrs.Factory(dict)  # directory -> changes.Tracker
+    histories: dict[str, Any] = attrs.Factory(dict)  # session id -> history.History
 
     def claim(self, permission_id: str, session_id: str) -> Waiter | None:
         """The waiter for an answer, marked as answered; None if unknown or answered."""

@@ -51,7 +51,8 @@ from ..storage.store import PendingWrite
 from ..tools import ToolContext, ToolOutput
 from ..tools.base import ToolError
 from ..tools.sandbox import jail_for
-from . import changes, compaction, toolbox
+from . import changes, compaction, history, toolbox
+from .context import Converted
 from .latest import latest as cached_event
 from .latest import remember
 from .permissions import Waiter, agent_state, decide
@@ -84,6 +85,7 @@ class TurnPlan:
     project_root: Path
     history: list[Message]  # the stored conversation, this turn's user message last
     recorded: Callable[[], Awaitable[None]]  # the user message and Turn record stored
+    converted: Converted = attrs.Factory(dict)  # the history's conversion (agent.history)
 
 
 @attrs.define
@@ -217,7 +219,9 @@ class AgentTurn:
         current = [m for m in history if m.turn_id == self.turn.id]
         earlier = [m for m in history if m.turn_id != self.turn.id]
         latest = await cached_event(self.daemon, self.session_id, "compaction")
-        self.ctx = compaction.build_context(earlier, current, latest.data if latest else None)
+        self.ctx = compaction.build_context(
+            earlier, current, latest.data if latest else None, self.plan.converted
+        )
         self.usage_base = await usage_base(self.daemon, self.session_id, latest)
 
     def _request(self, system: str, tools: tuple[Any, ...]) -> ChatRequest:
@@ -623,20 +627,22 @@ class AgentTurn:
         callbacks = [self.log.callbacks] * len(events)
         queued: list[PendingWrite] = []  # the one CloseTurn job, once queued
 
-        async def store_end() -> None:
+        async def store_end() -> bool:
+            """Store the end; False if the turn itself was never stored."""
             try:
                 await self.plan.recorded()
             except StoreError:
                 # The turn was never stored (its client got a 503): nothing to close.
                 for event in events:
                     self.log.callbacks[1](event)  # settled, so nobody waits for them
-                return
+                return False
             # Queued once and waited on again by a later caller (the next submit): a job
             # still in flight when the wait timed out will commit, and queueing it twice
             # would store its events twice. Only a failed job is queued anew.
             if not queued or queued[-1].failed:
                 queued.append(await self.store.queue_close_turn(record, events, message, callbacks))
             await queued[-1].wait()
+            return True
 
         with trio.CancelScope(shield=True) as scope:
             self.turn.final_scope = scope
@@ -644,7 +650,9 @@ class AgentTurn:
             if self.turn.out_of_time:
                 scope.cancel()  # the shutdown's budget is spent: recovery closes this turn
             try:
-                await store_end()
+                if await store_end():
+                    stored = [*self.plan.history, *([message] if message is not None else [])]
+                    history.keep(self.daemon, self.session_id, stored, self.plan.converted)
                 return
             except StoreError as exc:
                 log.error("turn %s: could not record its end: %s", self.turn.id, exc)

@@ -76,8 +76,10 @@ class EventLog:
         queued = self._queued
         if queued is not None:
             last, place = queued
-            if last.seq == self.last_seq and last.type == type and _same_but(
-                last.data, data, field
+            if (
+                last.seq == self.last_seq
+                and last.type == type
+                and _same_but(last.data, data, field)
             ):
                 merged = attrs.evolve(last, data={**data, field: last.data[field] + data[field]})
                 if self._store.replace_queued(place, merged):

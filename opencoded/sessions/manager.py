@@ -73,7 +73,7 @@ class SessionRuntime:
     users: int = 0
     # A turn's end that could not be stored: stored before the next turn may start, so
     # `complete` stays the last event of its turn.
-    pending_end: Callable[[], Awaitable[None]] | None = None
+    pending_end: Callable[[], Awaitable[object]] | None = None
     closed: bool = False
     # Messages sent with `queue: true` while a turn ran (agent.queue): in memory only;
     # each turn's end hands the next to `SessionManager.after_turn`.

@@ -31,8 +31,12 @@ class SessionSnapshot:
     """A session with what starting a turn needs from storage, read in one go."""
 
     session: Session
-    messages: list[Message]  # in order
+    # In order; None when the caller's `known` head matched (its copy is current).
+    messages: list[Message] | None
     last_seq: int | None  # None unless asked for
+
+
+MessagesHead = tuple[int, str]  # (how many messages, the last one's id): a version stamp
 
 
 class Backend(Protocol):
@@ -68,9 +72,11 @@ class Backend(Protocol):
         """Ids of the sessions not updated since `updated_before`, oldest first."""
 
     async def session_snapshot(
-        self, session_id: str, *, with_last_seq: bool
+        self, session_id: str, *, with_last_seq: bool, known: MessagesHead | None = None
     ) -> SessionSnapshot | None:
-        """The session, its messages and (if asked) its last event seq; None if unknown."""
+        """The session, its messages and (if asked) its last event seq; None if unknown.
+        With `known`, the messages only if their head differs from it (messages are
+        appended, and changed only by their own running turn)."""
 
     # events
     async def read_events(self, session_id: str, after: int, limit: int = 1000) -> list[Event]: ...

@@ -32,7 +32,7 @@ import trio
 
 from ..records import Event, Message, PermissionRequest, Project, Session, Turn, new_id
 from . import ops
-from .base import SessionSnapshot, StoreConflict, StoreError
+from .base import MessagesHead, SessionSnapshot, StoreConflict, StoreError
 from .pg_migrations import migrate
 from .rows import messages as _messages
 from .rows import permission as _permission
@@ -386,18 +386,21 @@ class PostgresBackend:
         return [r[0] for r in rows]
 
     async def session_snapshot(
-        self, session_id: str, *, with_last_seq: bool
+        self, session_id: str, *, with_last_seq: bool, known: MessagesHead | None = None
     ) -> SessionSnapshot | None:
         def run(c: psycopg.Connection) -> SessionSnapshot | None:
             with c.transaction():  # one consistent view of the three reads
                 row = c.execute(_SESSION_SQL, (session_id,)).fetchone()
                 if row is None:
                     return None
-                rows = c.execute(_MESSAGES_SQL, (session_id,)).fetchall()
+                messages = None
+                head = None if known is None else c.execute(_HEAD_SQL, (session_id,) * 2).fetchone()
+                if head is None or tuple(head) != known:
+                    messages = _messages(c.execute(_MESSAGES_SQL, (session_id,)).fetchall())
                 last_seq = None
                 if with_last_seq:
                     last_seq = c.execute(_LAST_SEQ_SQL, (session_id,)).fetchone()[0] or 0
-            return SessionSnapshot(_session(row), _messages(rows), last_seq)
+            return SessionSnapshot(_session(row), messages, last_seq)
 
         return await self._read(run)
 
@@ -770,6 +773,10 @@ _ANSWER_REMOTE = (
 _PROJECT_SQL = "SELECT id, name, path, created FROM projects"
 _PERMISSION_SQL = "SELECT id, session_id, turn_id, tool, args, status, created FROM permissions"
 _SESSION_SQL = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = %s"
+_HEAD_SQL = (
+    "SELECT count(*), (SELECT id FROM messages WHERE session_id = %s ORDER BY ord DESC LIMIT 1)"
+    " FROM messages WHERE session_id = %s"
+)
 _MESSAGES_SQL = (
     "SELECT id, session_id, turn_id, role, parts, created FROM messages"
     " WHERE session_id = %s ORDER BY ord"

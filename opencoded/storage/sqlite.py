@@ -30,7 +30,7 @@ import trio
 
 from ..records import Event, Message, PermissionRequest, Project, Session, Turn
 from . import ops
-from .base import SessionSnapshot, StoreConflict, StoreError
+from .base import MessagesHead, SessionSnapshot, StoreConflict, StoreError
 from .migrations import migrate
 from .rows import messages as _messages
 from .rows import permission as _permission
@@ -228,17 +228,19 @@ class SQLiteBackend:
         return [r[0] for r in rows]
 
     async def session_snapshot(
-        self, session_id: str, *, with_last_seq: bool
+        self, session_id: str, *, with_last_seq: bool, known: MessagesHead | None = None
     ) -> SessionSnapshot | None:
         def run(c: sqlite3.Connection) -> SessionSnapshot | None:
             row = c.execute(_SESSION_SQL, (session_id,)).fetchone()
             if row is None:
                 return None
-            rows = c.execute(_MESSAGES_SQL, (session_id,)).fetchall()
+            messages = None
+            if known is None or tuple(c.execute(_HEAD_SQL, (session_id,) * 2).fetchone()) != known:
+                messages = _messages(c.execute(_MESSAGES_SQL, (session_id,)).fetchall())
             last_seq = None
             if with_last_seq:
                 last_seq = c.execute(_LAST_SEQ_SQL, (session_id,)).fetchone()[0] or 0
-            return SessionSnapshot(_session(row), _messages(rows), last_seq)
+            return SessionSnapshot(_session(row), messages, last_seq)
 
         return await self._read(run)
 
@@ -546,6 +548,10 @@ _SESSION_LAST_SEQ_SQL = (
     " (SELECT max(seq) FROM events WHERE session_id = ?)"
 )
 _SESSION_SQL = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?"
+_HEAD_SQL = (
+    "SELECT count(*), (SELECT id FROM messages WHERE session_id = ? ORDER BY ord DESC LIMIT 1)"
+    " FROM messages WHERE session_id = ?"
+)
 _MESSAGES_SQL = (
     "SELECT id, session_id, turn_id, role, parts, created FROM messages"
     " WHERE session_id = ? ORDER BY ord"

@@ -28,7 +28,7 @@ import trio
 
 from ..records import Event, Message, PermissionRequest, Project, Session, Turn
 from . import ops
-from .base import Backend, SessionSnapshot, StoreConflict, StoreError
+from .base import Backend, MessagesHead, SessionSnapshot, StoreConflict, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -278,9 +278,11 @@ class Store:
         return await self.backend.stale_sessions(updated_before)
 
     async def session_snapshot(
-        self, session_id: str, *, with_last_seq: bool
+        self, session_id: str, *, with_last_seq: bool, known: MessagesHead | None = None
     ) -> SessionSnapshot | None:
-        return await self.backend.session_snapshot(session_id, with_last_seq=with_last_seq)
+        return await self.backend.session_snapshot(
+            session_id, with_last_seq=with_last_seq, known=known
+        )
 
     async def read_events(self, session_id: str, after: int, limit: int = 1000) -> list[Event]:
         return await self.backend.read_events(session_id, after, limit)
