@@ -38,8 +38,10 @@ import trio
 
 from .common import Daemon, env_info, pct, table
 
-STAMP = re.compile(
-    rb'"type":"text-delta","seq":\d+,"data":\{"message_id":"[^"]*","text":"([0-9.]+) "'
+# A delta's text is the fake's send time and a space; deltas the daemon merged (it fell
+# behind, or they came in one read) carry several.
+STAMPS = re.compile(
+    rb'"type":"text-delta","seq":\d+,"data":\{"message_id":"[^"]*","text":"([0-9. ]+)"'
 )
 COMPLETE = re.compile(rb'"type":"complete".*?"status":"(\w+)"')
 
@@ -214,8 +216,8 @@ async def run_turn(sock: str, sid: str, latencies: list[float], result: dict[str
             if cut < 0:
                 continue
             ready, pending = pending[: cut + 1], pending[cut + 1 :]
-            for stamp in STAMP.findall(ready):
-                latencies.append(now - float(stamp))
+            for stamps in STAMPS.findall(ready):
+                latencies += [now - float(stamp) for stamp in stamps.split()]
             done = COMPLETE.search(ready)
             if done:
                 key = "completed" if done.group(1) == b"completed" else "turn_errors"
