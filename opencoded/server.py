@@ -24,6 +24,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from . import recovery, reload, retention, systemd
+from .agent import latest
 from .agent.api import remote_answer
 from .config import Config, ConfigError
 from .daemon import Daemon, DataDirBusy, Endpoints, ensure_token, lock_data_dir
@@ -273,6 +274,7 @@ async def _serve(config, store, token, socket_path, passed, cors_flag, stop, tas
         async with open_session_manager(store) as sessions, trio.open_nursery() as nursery:
             daemon = Daemon(config, store, sessions, providers, token, nursery)
             sessions.control_handlers["permission"] = partial(remote_answer, daemon)
+            sessions.on_remote_events.append(partial(latest.forget, daemon))
             app = daemon.app = create_app(daemon, Policy.from_config(config, token, cors_flag))
             hc = hypercorn_config(config, socket_path, passed)
             hypercorn_stop = trio.Event()

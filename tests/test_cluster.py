@@ -492,3 +492,29 @@ async def test_turns_alternating_between_instances_each_send_the_whole_history(
             expected += [f"say {earlier}", f"answer {earlier}"]
         assert _sent_texts(fake.requests[-1].body) == [*expected, f"say {word}"]
     stop_all([a, b])
+
+
+async def _complete_of(instance: DaemonProcess, sid: str, text: str) -> dict:
+    async with unix(instance.socket) as client:
+        body = {"parts": [{"type": "text", "text": text}]}
+        with trio.fail_after(20):
+            async with client.stream("POST", f"/sessions/{sid}/messages", json=body) as r:
+                lines = [json.loads(line) async for line in r.aiter_lines() if line]
+    assert lines[-1]["type"] == "complete", lines
+    return lines[-1]["data"]
+
+
+async def test_session_totals_count_the_turns_of_every_instance(
+    nursery: trio.Nursery, tmpdir_short: Path, pg_database: str, fake: FakeLLM
+) -> None:
+    """What an instance remembers of a session's latest events (its totals) must not
+    miss the events another instance appended meanwhile."""
+    a, b = await start_cluster(nursery, tmpdir_short, pg_database, fake, 2)
+    sid = await new_session(a, tmpdir_short)
+    totals = []
+    for instance in (a, b, a, b, a):
+        fake.push(Reply(text=["ok"], input_tokens=10, output_tokens=5))
+        totals.append((await _complete_of(instance, sid, "go"))["session"])
+    assert [t["turns"] for t in totals] == [1, 2, 3, 4, 5]
+    assert totals[-1]["output_tokens"] == 25
+    stop_all([a, b])

@@ -19,7 +19,7 @@ from ..providers.base import ProviderError
 from ..records import Message, Session, Turn, new_id, now
 from ..sessions import EventLog, RunningTurn, SessionRuntime
 from ..storage.base import SessionSnapshot
-from . import history
+from . import history, latest
 from .history import History
 from .permissions import RESPONSES, agent_state
 from .turn import AgentTurn, TurnPlan
@@ -82,7 +82,8 @@ async def _snapshot(
     daemon: Daemon, session_id: str, *, with_last_seq: bool, known: History | None = None
 ) -> SessionSnapshot:
     """The session and its messages: `known`'s if storage's head matches it (see
-    agent.history), else as read."""
+    agent.history), else as read (and then the session's cached latest events are
+    dropped too: they may be as old as `known`)."""
     head = known.head if known is not None else None
     snapshot = await daemon.store.session_snapshot(
         session_id, with_last_seq=with_last_seq, known=head
@@ -91,7 +92,10 @@ async def _snapshot(
         raise SessionNotFound(session_id)
     if snapshot.messages is None:
         assert known is not None
-        snapshot = attrs.evolve(snapshot, messages=known.messages)
+        return attrs.evolve(snapshot, messages=known.messages)
+    # Read: new to this instance, or another instance ran a turn here since. What it
+    # remembers of the session's latest events may be as old as its copy of the history.
+    latest.forget(daemon, session_id)
     return snapshot
 
 

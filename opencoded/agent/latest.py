@@ -5,7 +5,8 @@ A turn's start, `GET /sessions/:id` and the undo routes need the latest `complet
 backwards, which for a type the session never had means reading its whole log. One daemon
 owns a data dir, and the code that appends these types tells this cache (`remember`), so
 after one read per session and type the answer comes from memory. (Recovery appends
-`complete` events at start-up, before anything is cached.)
+`complete` events at start-up, before anything is cached.) Several instances on one
+database: another instance's events make this one `forget` the session.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from weakref import WeakKeyDictionary
 from ..daemon import Daemon
 from ..records import Event
 
-KEPT = 8192  # (session, type) pairs
+KEPT = 2048  # sessions
 
 _MISSING = object()
-_CACHES: WeakKeyDictionary[Daemon, dict[tuple[str, str], Event | None]] = WeakKeyDictionary()
+Cache = dict[str, dict[str, "Event | None"]]  # session id -> type -> its latest event
+_CACHES: WeakKeyDictionary[Daemon, Cache] = WeakKeyDictionary()
 
 
-def _cache(daemon: Daemon) -> dict[tuple[str, str], Event | None]:
+def _cache(daemon: Daemon) -> Cache:
     cache = _CACHES.get(daemon)
     if cache is None:
         cache = _CACHES[daemon] = {}
@@ -30,26 +32,33 @@ def _cache(daemon: Daemon) -> dict[tuple[str, str], Event | None]:
 
 async def latest(daemon: Daemon, session_id: str, type: str) -> Event | None:
     cache = _cache(daemon)
-    key = (session_id, type)
-    found = cache.get(key, _MISSING)
+    found = cache.get(session_id, {}).get(type, _MISSING)
     if found is _MISSING:
         found = await daemon.store.last_event(session_id, type)
-        newer = cache.get(key, _MISSING)  # appended while we read: that one is newer
+        newer = cache.get(session_id, {}).get(type, _MISSING)  # appended while we read
         if newer is not _MISSING:
             return newer  # type: ignore[return-value]
-        _put(cache, key, found)  # type: ignore[arg-type]
+        _put(cache, session_id, type, found)  # type: ignore[arg-type]
     return found  # type: ignore[return-value]
 
 
 def remember(daemon: Daemon, event: Event) -> None:
     """Call after appending an event of a cached type."""
-    _put(_cache(daemon), (event.session_id, event.type), event)
+    _put(_cache(daemon), event.session_id, event.type, event)
 
 
-def _put(
-    cache: dict[tuple[str, str], Event | None], key: tuple[str, str], event: Event | None
-) -> None:
-    cache.pop(key, None)
-    cache[key] = event
+def forget(daemon: Daemon, session_id: str | None) -> None:
+    """Another instance appended to the session's log (None: to any session's)."""
+    cache = _cache(daemon)
+    if session_id is None:
+        cache.clear()
+    else:
+        cache.pop(session_id, None)
+
+
+def _put(cache: Cache, session_id: str, type: str, event: Event | None) -> None:
+    types = cache.pop(session_id, None) or {}
+    types[type] = event
+    cache[session_id] = types  # most recently used last
     while len(cache) > KEPT:
         cache.pop(next(iter(cache)))

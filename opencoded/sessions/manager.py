@@ -105,6 +105,9 @@ class SessionManager:
         # What other instances may ask of this one besides events and aborts (kind ->
         # handler(session_id, argument); both None: re-check everything).
         self.control_handlers: dict[str, Callable[[Any, Any], Awaitable[None]]] = {}
+        # Told (session id, None: any) when another instance stored events, before they
+        # are read back: what is kept in memory about a session's log must be re-read.
+        self.on_remote_events: list[Callable[[str | None], None]] = []
         self._busy_elsewhere: set[str] = set()  # sessions with a turn on another instance
 
     # ---- state -------------------------------------------------------------------------
@@ -301,6 +304,8 @@ class SessionManager:
     def remote_events(self, session_id: str | None, seq: int) -> None:
         """Another instance stored the session's events up to `seq` (None: maybe missed
         some, for any session): open runtimes read them back and publish them."""
+        for listener in self.on_remote_events:
+            listener(session_id)
         if session_id is None:
             runtimes = list(self._runtimes.values())
         else:
