@@ -180,10 +180,11 @@ async def submit_message(daemon: Daemon, session_id: str, parts: list[dict]) -> 
                 user, Turn(turn_id, session_id, reply_id, "running", started=time.time())
             )
             converted = known.converted if known is not None else {}
-            plan = TurnPlan(
-                session, provider_id, model, root, [*stored, user], recorded.wait, converted
-            )
             start_seq = runtime.log.last_seq
+            plan = TurnPlan(
+                session, provider_id, model, root, [*stored, user], recorded.wait, converted,
+                start_seq,
+            )  # fmt: skip
 
             async def body(runtime_: SessionRuntime, turn: RunningTurn) -> None:
                 await AgentTurn(daemon, runtime_, turn, plan).run()

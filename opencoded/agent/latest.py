@@ -19,6 +19,7 @@ from ..records import Event
 KEPT = 2048  # sessions
 
 _MISSING = object()
+_EMPTY = "*"  # a key no event type has: the log had no events when it was put
 Cache = dict[str, dict[str, "Event | None"]]  # session id -> type -> its latest event
 _CACHES: WeakKeyDictionary[Daemon, Cache] = WeakKeyDictionary()
 
@@ -32,7 +33,8 @@ def _cache(daemon: Daemon) -> Cache:
 
 async def latest(daemon: Daemon, session_id: str, type: str) -> Event | None:
     cache = _cache(daemon)
-    found = cache.get(session_id, {}).get(type, _MISSING)
+    types = cache.get(session_id, {})
+    found = types.get(type, None if _EMPTY in types else _MISSING)
     if found is _MISSING:
         found = await daemon.store.last_event(session_id, type)
         newer = cache.get(session_id, {}).get(type, _MISSING)  # appended while we read
@@ -45,6 +47,11 @@ async def latest(daemon: Daemon, session_id: str, type: str) -> Event | None:
 def remember(daemon: Daemon, event: Event) -> None:
     """Call after appending an event of a cached type."""
     _put(_cache(daemon), event.session_id, event.type, event)
+
+
+def empty_log(daemon: Daemon, session_id: str) -> None:
+    """The session has no events yet: no type has a latest one until remembered."""
+    _put(_cache(daemon), session_id, _EMPTY, None)
 
 
 def forget(daemon: Daemon, session_id: str | None) -> None:

@@ -53,8 +53,8 @@ from ..tools.base import ToolError
 from ..tools.sandbox import jail_for
 from . import changes, compaction, history, toolbox
 from .context import Converted
+from .latest import empty_log, remember
 from .latest import latest as cached_event
-from .latest import remember
 from .permissions import Waiter, agent_state, decide
 from .prompt import system_prompt
 
@@ -86,6 +86,7 @@ class TurnPlan:
     history: list[Message]  # the stored conversation, this turn's user message last
     recorded: Callable[[], Awaitable[None]]  # the user message and Turn record stored
     converted: Converted = attrs.Factory(dict)  # the history's conversion (agent.history)
+    start_seq: int = 0  # the session's last event seq before this turn (0: none yet)
 
 
 @attrs.define
@@ -185,9 +186,16 @@ class AgentTurn:
         return system_prompt(root, self.plan.project_root)
 
     async def _loop(self) -> None:
-        system = await trio.to_thread.run_sync(self._prepare, abandon_on_cancel=True)
+        system = ""
+
+        async def prepare() -> None:
+            nonlocal system
+            system = await trio.to_thread.run_sync(self._prepare, abandon_on_cancel=True)
+
+        async with trio.open_nursery() as nursery:  # the two reads overlap
+            nursery.start_soon(prepare)
+            await self._load_context()
         self._warm_up_snapshot()
-        await self._load_context()
         provider = self.daemon.providers.get(self.plan.provider_id)
         max_steps = max(1, self.daemon.config.agent.max_steps)
         for step in range(max_steps):
@@ -212,12 +220,14 @@ class AgentTurn:
     async def _load_context(self) -> None:
         from .undo import revert_state  # (undo imports session_ops, which imports us)
 
+        if self.plan.start_seq == 0:
+            empty_log(self.daemon, self.session_id)  # nothing to read back
         reverted, _ = await revert_state(self.daemon, self.session_id)
-        history = [
+        messages = [
             m for m in self.plan.history if m.id != self.turn.message_id and m.id not in reverted
         ]
-        current = [m for m in history if m.turn_id == self.turn.id]
-        earlier = [m for m in history if m.turn_id != self.turn.id]
+        current = [m for m in messages if m.turn_id == self.turn.id]
+        earlier = [m for m in messages if m.turn_id != self.turn.id]
         latest = await cached_event(self.daemon, self.session_id, "compaction")
         self.ctx = compaction.build_context(
             earlier, current, latest.data if latest else None, self.plan.converted
