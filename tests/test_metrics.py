@@ -6,6 +6,8 @@ No timing is asserted: durations only have to be counted (and positive).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -216,7 +218,23 @@ async def test_watchers_and_open_sessions(daemon: RunningDaemon, project_dir: Pa
             assert got.value("opencode_turns_running") == 0
         gone = await until(
             client,
-            lambda s: s.value("opencode_watchers", stream="session") == 0
-            and s.value("opencode_sessions_open") == 0,
+            lambda s: (
+                s.value("opencode_watchers", stream="session") == 0
+                and s.value("opencode_sessions_open") == 0
+            ),
         )
     assert gone.value("opencode_watchers", stream="session") == 0
+
+
+def test_the_daemon_does_not_import_prometheus_client_to_start() -> None:
+    """Start-up (target: health in 250 ms) does not pay the library's import: the first
+    scrape does (routes/metrics.py)."""
+    code = (
+        "import sys, importlib, opencoded.main, opencoded.server\n"
+        "from opencoded.http import routes\n"
+        "for name in routes.MODULES: importlib.import_module(f'opencoded.http.routes.{name}')\n"
+        "print('prometheus_client' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
