@@ -14,6 +14,7 @@ import trio
 
 from .config import Config
 from .mcp import McpManager
+from .metrics import Metrics
 from .sessions import SessionManager
 from .storage import Store
 
@@ -46,6 +47,7 @@ class Daemon:
     stopping: trio.Event = attrs.Factory(trio.Event)
     workdir: Path = attrs.Factory(Path.cwd)
     app: Any = None  # the ASGI app serving this daemon, set once it is built
+    metrics: Metrics = attrs.Factory(Metrics)  # what GET /metrics reports (with the store's)
     # MCP servers as tool sources; run by server._run_background until shutdown.
     mcp: McpManager = attrs.field(
         default=attrs.Factory(lambda self: McpManager(self.config.mcp), takes_self=True)

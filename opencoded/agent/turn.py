@@ -123,6 +123,7 @@ class AgentTurn:
         self.totals = Totals()
         self.started = time.time()
         self.started_mono = time.monotonic()
+        self.meter = daemon.metrics.turn(plan.provider_id)
         self.message_created = now()
         self.recorded = False
         self.first_out = False
@@ -212,7 +213,8 @@ class AgentTurn:
                         call, ToolOutput(STEP_LIMIT.format(limit=max_steps), True), "skipped"
                     )
                 raise StepLimitReached()
-            results = [await self._run_call(call) for call in calls]
+            with self.meter.outside():
+                results = [await self._run_call(call) for call in calls]
             self.ctx.current.append(ChatMessage("user", tuple(results)))
 
     # ---- context and compaction (agent.compaction) -------------------------------------
@@ -324,7 +326,8 @@ class AgentTurn:
         must = after > trigger or (reason != "auto" and after > target)
         summarised = False
         if must and original:
-            await self._summarise(provider, original)
+            with self.meter.outside():
+                await self._summarise(provider, original)
             summarised = True
             after = self._estimate(system, tools)
         if not (elided or summarised):
@@ -369,7 +372,7 @@ class AgentTurn:
         """Stream one step; returns its text blocks and tool calls."""
         texts: list[str] = []
         calls: list[ToolCall] = []
-        stream = stream_with_retry(provider, request)
+        stream = stream_with_retry(provider, request, meter=self.meter)
         try:
             async for event in stream:
                 if not self.recorded:
@@ -423,6 +426,7 @@ class AgentTurn:
         millisecond, once.
         """
         self.first_out = True
+        self.meter.first_token()
         with trio.move_on_after(FIRST_OUT_WAIT):
             await self.log.wait_committed(seq)
 
@@ -626,6 +630,7 @@ class AgentTurn:
         if error is not None:
             events.append(self.log.reserve("error", {"code": error[0], "message": error[1]}))
         data = self._complete_data(status)
+        self.meter.ended(status)
         events.append(self.log.reserve("complete", data))
         remember(self.daemon, events[-1])  # stored now, or before the next turn starts
         log.info(  # the operator's line per turn (provider HTTP requests log at DEBUG)

@@ -13,9 +13,11 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
+from time import perf_counter
 
 import trio
 
+from ..metrics import NO_METER, ProviderMeter
 from .base import ChatRequest, Provider, ProviderError, StreamEvent
 
 log = logging.getLogger(__name__)
@@ -51,22 +53,32 @@ async def stream_with_retry(
     max_retry_after: float = 60.0,
     sleep: Callable[[float], Awaitable[None]] = trio.sleep,
     on_retry: Callable[[int, ProviderError, float], None] | None = None,
+    meter: ProviderMeter = NO_METER,
 ) -> AsyncIterator[StreamEvent]:
     """Yield the events of one step, retrying retryable failures that happen before any event.
 
     attempts counts tries, not retries. A Retry-After longer than max_retry_after is not
     waited for: the error is raised at once (waiting minutes inside a turn helps nobody).
     on_retry(attempt, error, delay) is called before each wait, e.g. to log or report.
+    `meter` gets the time spent in the provider's stream, latencies and errors (metrics.py).
     """
+    mark = perf_counter()  # waiting on the provider since (failed tries and backoff too)
     for attempt in range(attempts):
         yielded = False
+        sent = perf_counter()
         try:
             async with aclosing(provider.stream(request)) as events:
                 async for event in events:
+                    meter.wait += perf_counter() - mark
+                    if not yielded:
+                        meter.responded(perf_counter() - sent)
                     yielded = True
                     yield event
+                    mark = perf_counter()
+            meter.wait += perf_counter() - mark
             return
         except ProviderError as err:
+            meter.failed(err.code)
             last_try = attempt == attempts - 1
             too_long = err.retry_after is not None and err.retry_after > max_retry_after
             if yielded or not err.retryable or last_try or too_long:

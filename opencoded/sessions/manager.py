@@ -121,6 +121,11 @@ class SessionManager:
         """Runtimes held in memory now (busy or followed)."""
         return len(self._runtimes)
 
+    @property
+    def watcher_count(self) -> int:
+        """Live followers of the open sessions' logs (WebSocket, SSE, a message's stream)."""
+        return sum(r.log.watcher_count for r in self._runtimes.values())
+
     def status(self, session_id: str) -> str:
         runtime = self._runtimes.get(session_id)
         busy = (runtime is not None and runtime.busy) or session_id in self._busy_elsewhere

@@ -22,10 +22,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from time import perf_counter
 from typing import Any
 
 import trio
 
+from ..metrics import COMMIT_BUCKETS, Histogram
 from ..records import Event, Message, PermissionRequest, Project, Session, Turn
 from . import ops
 from .base import Backend, MessagesHead, SessionSnapshot, StoreConflict, StoreError
@@ -139,6 +141,8 @@ class Store:
         self.failure: StoreError | None = None  # the last database failure, until a success
         self.closed = False
         self.drained = False
+        self.events_queued = 0  # for GET /metrics, with the commit durations
+        self.commit_seconds = Histogram(COMMIT_BUCKETS)
 
     # ---- the writer ----------------------------------------------------------------
 
@@ -159,6 +163,7 @@ class Store:
         work = [job.op() for job in jobs]  # seals the event batches among them
         if self._batch is not None and self._batch.sealed:
             self._batch = None
+        started = perf_counter()
         try:
             results = await self.backend.apply(work)
         except Exception as exc:
@@ -172,6 +177,7 @@ class Store:
             self.failure = real[-1] if real else None
             for error in real:
                 log.error("database write failed: %s", error)
+        self.commit_seconds.observe(perf_counter() - started)
         for job, result in zip(jobs, results, strict=True):
             job.finish(result)
 
@@ -204,6 +210,11 @@ class Store:
             self._check_open()
             await self._room.wait()
 
+    @property
+    def queued_jobs(self) -> int:
+        """Writes waiting for the writer (events appended back to back are one)."""
+        return self._send.statistics().current_buffer_used
+
     def _has_room(self) -> bool:
         batch = self._batch
         if batch is not None and not batch.sealed and len(batch.events) < MAX_BATCH_EVENTS:
@@ -224,6 +235,7 @@ class Store:
             self._batch = batch
         batch.events.append(event)
         batch.callbacks.append((on_commit, on_lost))
+        self.events_queued += 1
         return batch, len(batch.events) - 1
 
     @staticmethod
@@ -383,6 +395,7 @@ class Store:
         publishes the events once they are committed. A caller that stopped waiting can
         wait on the same job again: queueing it twice would store its events twice."""
         pairs = callbacks if callbacks is not None else [(_ignore, _ignore)] * len(events)
+        self.events_queued += len(events)
         job = _Publishing(ops.CloseTurn(turn, list(events), message), pairs)
         await self._queue(job)
         return job

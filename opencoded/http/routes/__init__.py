@@ -16,6 +16,7 @@ MODULES = [
     "streams",
     "mcp",
     "history",
+    "metrics",
     "openapi",
 ]
 
