@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from opencoded.http.ws_frames import FrameCache
+from opencoded.sessions import events as events_module
 from tests.conftest import RunningDaemon
 from tests.test_streams import _wait_watchers, log_of, new_session
 
@@ -103,8 +104,9 @@ async def read_events_upto(watcher: RawWatcher, last: int) -> list[int]:
 
 @pytest.mark.parametrize("deflate", [False, True], ids=["plain", "permessage-deflate"])
 async def test_a_watcher_that_falls_behind_gets_every_event_once_one_per_frame(
-    daemon: RunningDaemon, deflate: bool
+    daemon: RunningDaemon, deflate: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(events_module, "WATCHER_BUFFER", 256)  # overflowed by a few MB
     sid = await new_session(daemon)
     log = await log_of(daemon, sid)
     backlog, live = 2000, 500

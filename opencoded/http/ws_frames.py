@@ -13,7 +13,9 @@ this module lets the stream route hand hypercorn a whole batch at once:
 - `FrameBatchWebsocket.send_frames`, the Quart side, which falls back to one send per
   frame when the patch is not applied;
 - `FrameCache`: every watcher of a session receives the same events, so each event's
-  frame text is encoded once and shared, not once per watcher.
+  frame text is encoded once and shared, not once per watcher; so are its frame bytes
+  (`plain_frame`), used for every connection that does not compress (permessage-deflate
+  is per connection, so those frames still go through the connection's wsproto).
 
 Frames written this way are atomic with respect to pings and error frames (wsproto's
 `send` is synchronous and hypercorn writes under its send lock), as single sends are.
@@ -30,12 +32,13 @@ from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from hypercorn.utils import UnexpectedMessageError
 from quart_trio.asgi import TrioASGIWebsocketConnection
 from quart_trio.wrappers import TrioWebsocket
+from wsproto.connection import ConnectionState
 from wsproto.events import TextMessage
-from wsproto.utilities import LocalProtocolError
 
 SEND_FRAMES = "opencode.websocket.send_frames"
 
 _original_app_send = WSStream.app_send
+_PLAIN = "_opencode_plain_frames"  # set on a WSStream once its first frame is compared
 _applied = False
 
 
@@ -47,14 +50,41 @@ async def _app_send(self: WSStream, message: Any) -> None:
         return  # as for websocket.send: the app may finish after the close
     if self.state != ASGIWebsocketState.CONNECTED:
         raise UnexpectedMessageError(self.state, message["type"])
-    chunks = []
-    for text in message["texts"]:
-        try:
-            chunks.append(self.connection.send(TextMessage(data=text)))
-        except LocalProtocolError:
-            break  # closing: as a single send, the rest is dropped silently
-    if chunks:
-        await self.send(Data(stream_id=self.stream_id, data=b"".join(chunks)))
+    data = _encode(self, message["texts"], message.get("frames"))
+    if data:
+        await self.send(Data(stream_id=self.stream_id, data=data))
+
+
+def _encode(stream: WSStream, texts: Sequence[str], frames: Sequence[bytes] | None) -> bytes:
+    """The frames' bytes: the shared `plain_frame`s where this connection's wsproto would
+    write exactly those (checked on its first frame: not so when it compresses), else
+    wsproto's own encoding of each text."""
+    connection = stream.connection
+    if not texts or connection.state != ConnectionState.OPEN:
+        return b""  # closing: as with a single send, the frames are dropped silently
+    chunks, start = [], 0
+    if frames is not None:
+        plain = getattr(stream, _PLAIN, None)
+        if plain is None:
+            chunks.append(connection.send(TextMessage(data=texts[0])))
+            plain, start = chunks[0] == frames[0], 1
+            setattr(stream, _PLAIN, plain)
+        if plain:
+            return b"".join([*chunks, *frames[start:]])
+    chunks += [connection.send(TextMessage(data=text)) for text in texts[start:]]
+    return b"".join(chunks)
+
+
+def plain_frame(text: str) -> bytes:
+    """A final, unmasked, uncompressed text frame (RFC 6455 5.2), as a server sends it:
+    the same bytes for every watcher of the event."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 1 << 16:
+        return bytes((0x81, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
 
 
 def apply() -> None:
@@ -65,13 +95,17 @@ def apply() -> None:
 
 
 class FrameBatchWebsocket(TrioWebsocket):
-    _send_frames: Callable[[Sequence[str]], Awaitable[None]] | None = None
+    _send_frames: Callable[[Sequence[str], Sequence[bytes] | None], Awaitable[None]] | None = None
 
-    async def send_frames(self, texts: Sequence[str]) -> None:
-        """One text message per item, written together when the server supports it."""
+    async def send_frames(
+        self, texts: Sequence[str], frames: Sequence[bytes] | None = None
+    ) -> None:
+        """One text message per item, written together when the server supports it.
+
+        `frames`, if given, are the texts' `plain_frame`s, shared between watchers."""
         await self.accept()
         if self._send_frames is not None:
-            await self._send_frames(texts)
+            await self._send_frames(texts, frames)
             return
         for text in texts:
             await self._send(text)
@@ -85,8 +119,8 @@ class FrameBatchWebsocketConnection(TrioASGIWebsocketConnection):
         return websocket
 
 
-async def _send_frames(send: Any, texts: Sequence[str]) -> None:
-    await send({"type": SEND_FRAMES, "texts": texts})
+async def _send_frames(send: Any, texts: Sequence[str], frames: Sequence[bytes] | None) -> None:
+    await send({"type": SEND_FRAMES, "texts": texts, "frames": frames})
 
 
 class FrameCache:
@@ -100,15 +134,17 @@ class FrameCache:
         self._bytes = 0
         self._entries, self._max_bytes, self._max_item = entries, max_bytes, max_item
 
-    def get(self, key: tuple[str, int, str], encode: Callable[[], Any]) -> Any:
+    def get(
+        self, key: tuple[str, int, str], encode: Callable[[], Any], size: Callable[[Any], int] = len
+    ) -> Any:
         item = self._items.get(key)
         if item is not None:
             return item
         item = encode()
-        size = len(item)
-        if size <= self._max_item:
-            self._items[key], self._sizes[key] = item, size
-            self._bytes += size
+        item_size = size(item)
+        if item_size <= self._max_item:
+            self._items[key], self._sizes[key] = item, item_size
+            self._bytes += item_size
             while len(self._items) > self._entries or self._bytes > self._max_bytes:
                 oldest = next(iter(self._items))
                 del self._items[oldest]

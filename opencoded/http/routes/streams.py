@@ -36,7 +36,7 @@ from ...records import Event
 from ...sessions import EventLog
 from ..app import get_daemon
 from ..params import parse_json, parse_uint, query
-from ..ws_frames import FrameCache
+from ..ws_frames import FrameCache, plain_frame
 from .openapi import op, path_param, query_param
 from .sessions import load_session
 
@@ -82,9 +82,15 @@ def frame_cache() -> FrameCache:
     return current_app.extensions["opencoded.frames"]
 
 
-def cached_ws_frame(frames: FrameCache, event: Event) -> str:
-    """`ws_frame`, encoded once per event for all of the session's watchers."""
-    return frames.get((event.session_id, event.seq, "ws"), lambda: ws_frame(event))
+def cached_ws_frame(frames: FrameCache, event: Event) -> tuple[str, bytes]:
+    """`ws_frame` and its `plain_frame`, encoded once per event for all of its watchers."""
+
+    def encode() -> tuple[str, bytes]:
+        text = ws_frame(event)
+        return text, plain_frame(text)
+
+    key = (event.session_id, event.seq, "ws")
+    return frames.get(key, encode, lambda item: len(item[0]) + len(item[1]))
 
 
 def cached_sse_message(frames: FrameCache, event: Event) -> bytes:
@@ -140,7 +146,8 @@ async def _serve_websocket(
         async with aclosing(log.follow_batches(start)) as batches:
             async for batch in batches:
                 assert batch is not None  # no heartbeat asked for
-                await ws.send_frames([cached_ws_frame(frames, event) for event in batch])
+                pairs = [cached_ws_frame(frames, event) for event in batch]
+                await ws.send_frames([p[0] for p in pairs], [p[1] for p in pairs])
         pump_done.set()
         end.set()
 
