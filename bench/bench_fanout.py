@@ -1,18 +1,25 @@
-"""Fan-out: N watchers on one session, M `text-delta` events, stored-to-last-watcher latency.
+"""Fan-out: N watchers on one session, M `text-delta` events, stored-to-watcher latency.
 
-    python -m bench.bench_fanout [--watchers 100] [--events 10000] [--rate 0]
+    python -m bench.bench_fanout [--watchers 1,10,100,1000] [--events 10000]
+        [--max-deliveries 500000] [--rate 0] [--tree before=/path/to/old/checkout ...]
 
 Each scenario runs a fresh daemon in a subprocess (this module with `--serve`), so its
 peak RSS (VmHWM) is the daemon's alone. The parent connects the watchers (raw sockets
 with minimal parsing, so the clients are not what is measured), then tells the daemon
 to append the events to the session's real EventLog: real SQLite group commit, real
 fan-out, real hypercorn. The daemon stamps each event when its commit callback runs
-(CLOCK_MONOTONIC, shared by both processes); the parent stamps each arrival. Latency of
-an event = arrival at the *last* watcher - stored.
+(CLOCK_MONOTONIC, shared by both processes); the parent stamps each arrival. Delay of a
+delivery = its arrival at one watcher - stored; "last" = arrival at the last watcher.
 
-Scenarios: 1 WebSocket watcher (baseline through the same path), N WebSocket watchers,
-N SSE watchers; plus an in-process floor: a bare trio memory-channel fan-out to N
-receivers, no storage, no sockets.
+For each number of watchers: WebSocket and SSE watchers of the daemon, and two floors
+measured in the same run: a bare trio server (`--serve-bare`: no ASGI, no storage; the
+same pre-encoded frames fanned out through memory channels, everything ready written in
+one `send_all`, the same watcher clients), which is the transport's floor; and an
+in-process trio memory-channel fan-out (no sockets at all, same batching). Each point sends
+min(--events, --max-deliveries / watchers) events, so 1,000 watchers stay affordable.
+
+`--tree LABEL=PATH` runs the daemon scenarios again from another checkout (its own
+`bench/bench_fanout.py --serve`), for a before/after in one run.
 
 `--rate 0` appends as fast as the daemon takes them (in slices of 50 per scheduler
 tick, as a fast provider stream would): latency then includes the backlog, and the
@@ -23,7 +30,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
+import hashlib
 import json
+import math
 import os
 import re
 import socket
@@ -41,6 +51,7 @@ from .common import env_info, pct, table
 SEQ = re.compile(rb'"seq":(\d+)')
 SSE_ID = re.compile(rb"(?:^|\n)id: (\d+)\n")
 SLICE = 50  # events appended per scheduler tick in burst mode
+HERE = Path(__file__).resolve().parent.parent
 
 
 # ---- the daemon side (child process) -------------------------------------------------------
@@ -117,14 +128,137 @@ def child_main(tmp: str) -> None:
     trio.run(serve, Path(tmp))
 
 
+# ---- the transport's floor: a bare trio server (child process) ---------------------------
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B5C"
+
+
+def ws_frame_bytes(text: str) -> bytes:
+    """One unmasked, final text frame (what the server side of RFC 6455 sends)."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 1 << 16:
+        return bytes((0x81, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
+
+
+def sse_chunk(seq: int, text: str) -> bytes:
+    message = f"id: {seq}\nevent: text-delta\ndata: {text}\n\n".encode()
+    return f"{len(message):x}\r\n".encode() + message + b"\r\n"
+
+
+async def serve_bare(tmp: Path) -> None:
+    """Pre-encoded frames fanned out through memory channels, all that is ready in one
+    `send_all` per watcher: no ASGI, no storage, no JSON per watcher."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1", backlog=4096)
+    port = listeners[0].socket.getsockname()[1]
+    watchers: dict[str, set[trio.MemorySendChannel[bytes]]] = {"ws": set(), "sse": set()}
+    async with trio.open_nursery() as nursery:
+        handler = functools.partial(bare_connection, watchers)
+        nursery.start_soon(trio.serve_listeners, handler, listeners)
+        print(f"ready http://127.0.0.1:{port} -", flush=True)
+        stdin = trio.lowlevel.FdStream(os.dup(0))
+        buffer = b""
+        while chunk := await stdin.receive_some():
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                _, _, n, count, rate = line.decode().split()
+                await bare_publish(watchers, tmp, int(n), int(count), float(rate))
+                print("done", flush=True)
+        nursery.cancel_scope.cancel()
+
+
+async def bare_connection(
+    watchers: dict[str, set[trio.MemorySendChannel[bytes]]], stream: trio.SocketStream
+) -> None:
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = await stream.receive_some()
+        if not chunk:
+            return
+        head += chunk
+    lines = head.split(b"\r\n")
+    headers = dict(line.lower().split(b": ", 1) for line in lines[1:] if b": " in line)
+    if b"sec-websocket-key" in headers:
+        kind = "ws"
+        digest = hashlib.sha1(headers[b"sec-websocket-key"] + WS_GUID).digest()
+        reply = (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+            + base64.b64encode(digest)
+            + b"\r\n\r\n"
+        )
+    else:
+        kind = "sse"
+        reply = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+    await stream.send_all(reply)
+    send, receive = trio.open_memory_channel[bytes](math.inf)
+    watchers[kind].add(send)
+    async with receive:
+        async for first in receive:
+            batch = [first]
+            while True:
+                try:
+                    batch.append(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            await stream.send_all(b"".join(batch))
+
+
+async def bare_publish(
+    watchers: dict[str, set[trio.MemorySendChannel[bytes]]],
+    tmp: Path,
+    n: int,
+    count: int,
+    rate: float,
+) -> None:
+    with trio.fail_after(60):
+        while sum(len(w) for w in watchers.values()) < count:
+            await trio.sleep(0.01)
+    stored: dict[int, float] = {}
+    start = time.monotonic()
+    for seq in range(1, n + 1):
+        text = json.dumps(
+            {"type": "text-delta", "seq": seq, "message_id": "msg_bench", "text": "token "},
+            separators=(",", ":"),
+        )
+        encoded = {"ws": ws_frame_bytes(text), "sse": sse_chunk(seq, text)}
+        stored[seq] = time.monotonic()
+        for kind, sends in watchers.items():
+            for send in sends:
+                send.send_nowait(encoded[kind])
+        if rate > 0:
+            delay = start + seq / rate - time.monotonic()
+            if delay > 0:
+                await trio.sleep(delay)
+        elif seq % SLICE == 0:
+            await trio.sleep(0)
+    for sends in watchers.values():
+        for send in sends:
+            send.close()
+        sends.clear()
+    (tmp / "stored.json").write_text(json.dumps(stored))
+
+
 # ---- the watcher side (parent process) ------------------------------------------------------
 
 
 class DaemonProcess:
-    def __init__(self) -> None:
+    """The daemon (`--serve`, from `tree`) or the bare floor server (`--serve-bare`)."""
+
+    def __init__(self, tree: Path | None = None, *, bare: bool = False) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="ocf", dir="/tmp"))
+        self.bare = bare
+        mode = "--serve-bare" if bare else "--serve"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.bench_fanout", "--serve", str(self.tmp)],
+            [sys.executable, "-m", "bench.bench_fanout", mode, str(self.tmp)],
+            cwd=tree or HERE,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=open(self.tmp / "stderr.log", "wb"),  # noqa: SIM115 - lives with the child
@@ -145,6 +279,8 @@ class DaemonProcess:
         return float("nan")
 
     async def create_session(self) -> str:
+        if self.bare:
+            return "bare"
         reply = await http_request(self, "POST", "/sessions", b"{}")
         return json.loads(reply)["id"]
 
@@ -161,7 +297,7 @@ class DaemonProcess:
     def close(self) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
-        self.proc.wait(15)
+        self.proc.wait(30)
 
 
 async def http_request(daemon: DaemonProcess, method: str, path: str, body: bytes) -> bytes:
@@ -216,7 +352,10 @@ async def watch(
     last = 0
     parse = parse_ws if kind == "ws" else parse_sse
     while last < total:
-        buffer += await stream.receive_some(1 << 18)
+        chunk = await stream.receive_some(1 << 18)
+        if not chunk:
+            raise RuntimeError(f"the server closed a watcher at seq {last} of {total}")
+        buffer += chunk
         now = time.monotonic()
         seqs, buffer = parse(buffer)
         for seq in seqs:
@@ -256,8 +395,11 @@ def parse_sse(buffer: bytes) -> tuple[list[int], bytes]:
     return [int(m) for m in SSE_ID.findall(buffer, 0, end + 2)], buffer[end + 2 :]
 
 
-async def scenario(kind: str, watchers: int, events: int, rate: float) -> dict[str, Any]:
-    daemon = DaemonProcess()
+async def scenario(
+    kind: str, watchers: int, events: int, rate: float, label: str, tree: Path | None = None
+) -> dict[str, Any]:
+    bare = label == "bare"
+    daemon = DaemonProcess(tree, bare=bare)
     try:
         sid = await daemon.create_session()
         rss_before = daemon.status("VmRSS")
@@ -272,15 +414,8 @@ async def scenario(kind: str, watchers: int, events: int, rate: float) -> dict[s
             for i in range(watchers):
                 nursery.start_soon(watch, daemon, kind, sid, events, arrivals[i], ready)
             stored = await daemon.run(sid, events, watchers, rate)
-        latencies = [max(a[seq] for a in arrivals) - stored[seq] for seq in range(1, events + 1)]
-        first, last_arrival = min(stored.values()), max(max(a) for a in arrivals)
-        return {
-            "scenario": f"{watchers} {kind.upper()} watcher{'s' if watchers > 1 else ''}",
-            "p50": pct(latencies, 50),
-            "p99": pct(latencies, 99),
-            "max": max(latencies),
-            "seconds": last_arrival - first,
-            "deliveries": events * watchers / (last_arrival - first),
+        name = f"{kind.upper()}, {label}"
+        return summary(name, watchers, events, stored, arrivals) | {
             "rss_before": rss_before,
             "peak": daemon.status("VmHWM"),
         }
@@ -288,34 +423,20 @@ async def scenario(kind: str, watchers: int, events: int, rate: float) -> dict[s
         daemon.close()
 
 
-async def memory_channel_floor(watchers: int, events: int) -> dict[str, Any]:
-    """The same fan-out with nothing but trio memory channels: no storage, no sockets."""
-    sent: list[float] = [0.0] * (events + 1)
-    arrivals = [[0.0] * (events + 1) for _ in range(watchers)]
-    channels = [trio.open_memory_channel[int](256) for _ in range(watchers)]
-
-    async def receive(i: int) -> None:
-        async for seq in channels[i][1]:
-            arrivals[i][seq] = time.monotonic()
-
-    async with trio.open_nursery() as nursery:
-        for i in range(watchers):
-            nursery.start_soon(receive, i)
-        for seq in range(1, events + 1):
-            sent[seq] = time.monotonic()
-            for send, _ in channels:
-                await send.send(seq)  # lossless here: the floor, not the policy
-            if seq % SLICE == 0:
-                await trio.sleep(0)
-        for send, _ in channels:
-            await send.aclose()
-    latencies = [max(a[seq] for a in arrivals) - sent[seq] for seq in range(1, events + 1)]
-    span = max(max(a) for a in arrivals) - sent[1]
+def summary(
+    name: str, watchers: int, events: int, stored: dict[int, float], arrivals: list[list[float]]
+) -> dict[str, Any]:
+    seqs = range(1, events + 1)
+    delays = [a[seq] - stored[seq] for a in arrivals for seq in seqs]
+    last = [max(a[seq] for a in arrivals) - stored[seq] for seq in seqs]
+    span = max(max(a) for a in arrivals) - min(stored.values())
     return {
-        "scenario": f"{watchers} memory channels (floor)",
-        "p50": pct(latencies, 50),
-        "p99": pct(latencies, 99),
-        "max": max(latencies),
+        "watchers": watchers,
+        "scenario": name,
+        "events": events,
+        "p50": pct(delays, 50),
+        "p99": pct(delays, 99),
+        "last_p99": pct(last, 99),
         "seconds": span,
         "deliveries": events * watchers / span,
         "rss_before": float("nan"),
@@ -323,53 +444,107 @@ async def memory_channel_floor(watchers: int, events: int) -> dict[str, Any]:
     }
 
 
+async def memory_channel_floor(watchers: int, events: int) -> dict[str, Any]:
+    """The same fan-out with nothing but trio memory channels: no storage, no sockets."""
+    sent: dict[int, float] = {}
+    arrivals = [[0.0] * (events + 1) for _ in range(watchers)]
+    channels = [trio.open_memory_channel[int](math.inf) for _ in range(watchers)]
+
+    async def receive(i: int) -> None:
+        receive = channels[i][1]
+        async for first in receive:  # then all that is ready, as the servers do
+            now, ready = time.monotonic(), [first]
+            while True:
+                try:
+                    ready.append(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            for seq in ready:
+                arrivals[i][seq] = now
+
+    async with trio.open_nursery() as nursery:
+        for i in range(watchers):
+            nursery.start_soon(receive, i)
+        for seq in range(1, events + 1):
+            sent[seq] = time.monotonic()
+            for send, _ in channels:
+                send.send_nowait(seq)  # unbounded here: the floor, not the policy
+            if seq % SLICE == 0:
+                await trio.sleep(0)
+        for send, _ in channels:
+            await send.aclose()
+    return summary("memory channels (floor)", watchers, events, sent, arrivals)
+
+
+def parse_trees(values: list[str]) -> list[tuple[str, Path | None]]:
+    trees: list[tuple[str, Path | None]] = []
+    for value in values:
+        label, _, path = value.partition("=")
+        trees.append((label, Path(path).resolve() if path else None))
+    return trees or [("daemon", None)]
+
+
 async def main(args: argparse.Namespace) -> None:
-    results = [await memory_channel_floor(args.watchers, args.events)]
-    plan = [("ws", 1), ("ws", args.watchers), ("sse", args.watchers)]
-    for kind, watchers in plan:
-        print(f"running {watchers} {kind} watcher(s) x {args.events} events ...", file=sys.stderr)
-        results.append(await scenario(kind, watchers, args.events, args.rate))
+    counts = [int(n) for n in args.watchers.split(",")]
+    trees = parse_trees(args.tree)
+    results = []
+    for watchers in counts:
+        events = min(args.events, max(100, args.max_deliveries // watchers))
+        print(f"{watchers} watcher(s) x {events} events ...", file=sys.stderr, flush=True)
+        results.append(await memory_channel_floor(watchers, events))
+        results.append(await scenario("ws", watchers, events, args.rate, "bare"))
+        for kind in ("ws", "sse"):
+            for label, tree in trees:
+                print(f"  {kind} {label}", file=sys.stderr, flush=True)
+                results.append(await scenario(kind, watchers, events, args.rate, label, tree))
     rate = "as fast as possible" if args.rate <= 0 else f"{args.rate:g} events/s offered"
     rows = [
         [
+            str(r["watchers"]),
             r["scenario"],
-            f"{r['p50'] * 1000:.1f}",
-            f"{r['p99'] * 1000:.1f}",
-            f"{r['max'] * 1000:.1f}",
-            f"{r['seconds']:.2f}",
+            str(r["events"]),
             f"{r['deliveries']:,.0f}",
-            f"{r['events'] if 'events' in r else args.events / r['seconds']:,.0f}",
+            f"{r['p50'] * 1000:,.1f}",
+            f"{r['p99'] * 1000:,.1f}",
+            f"{r['last_p99'] * 1000:,.1f}",
+            f"{r['seconds']:.2f}",
             f"{r['rss_before']:.0f}",
             f"{r['peak']:.0f}",
         ]
         for r in results
     ]
     header = [
+        "watchers",
         "scenario",
-        "p50 ms",
-        "p99 ms",
-        "max ms",
-        "total s",
+        "events",
         "deliveries/s",
-        "events/s",
+        "delay p50 ms",
+        "p99 ms",
+        "last p99 ms",
+        "total s",
         "RSS idle MB",
         "peak RSS MB",
     ]
-    title = (
-        f"fan-out: {args.events} text-delta events, {rate}; stored -> last watcher ({env_info()})"
-    )
+    title = f"fan-out: text-delta events, {rate}; stored -> watcher ({env_info()})"
     print(table(title, header, rows))
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--watchers", type=int, default=100)
+    parser.add_argument("--watchers", default="1,10,100,1000", help="comma-separated counts")
     parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--max-deliveries", type=int, default=500_000)
     parser.add_argument("--rate", type=float, default=0.0, help="events/s; 0: as fast as possible")
+    parser.add_argument(
+        "--tree", action="append", default=[], help="LABEL=PATH: also run this checkout's daemon"
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         child_main(args.serve)
+    elif args.serve_bare:
+        trio.run(serve_bare, Path(args.serve_bare))
     else:
         trio.run(main, args)
 

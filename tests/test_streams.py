@@ -356,7 +356,12 @@ async def test_sse_resumes_from_last_event_id_and_sends_heartbeats(
 # ---- a watcher that never reads -------------------------------------------------------------
 
 
-async def test_stalled_watcher_blocks_nobody_and_holds_no_memory(daemon: RunningDaemon) -> None:
+async def test_stalled_watcher_blocks_nobody_and_holds_no_memory(
+    daemon: RunningDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The policy at a buffer size that a few megabytes of events overflow (past the
+    # kernel's socket buffers), so the test stays quick.
+    monkeypatch.setattr(events_module, "WATCHER_BUFFER", 256)
     sid = await new_session(daemon)
     log = await log_of(daemon, sid)
     total, chunk = 3000, 100

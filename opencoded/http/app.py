@@ -27,6 +27,7 @@ from ..errors import (
 )
 from ..storage import StoreError
 from .security import Policy, RateLimiter
+from .ws_frames import FrameBatchWebsocket, FrameBatchWebsocketConnection, FrameCache
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +83,14 @@ def _dumps(obj: object) -> str:
 def create_app(daemon: Daemon, policy: Policy) -> QuartTrio:
     app = QuartTrio("opencoded")
     app.asgi_http_class = KeepAliveSafeHTTPConnection
+    app.asgi_websocket_class = FrameBatchWebsocketConnection
+    app.websocket_class = FrameBatchWebsocket
     app.config["RESPONSE_TIMEOUT"] = None  # turns stream for as long as they run
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.extensions["opencoded"] = daemon
     app.extensions["opencoded.policy"] = policy
+    app.extensions["opencoded.frames"] = FrameCache()
     rate = daemon.config.server.rate_limit
     limiter = RateLimiter(rate.rate, rate.burst) if rate is not None else None
 

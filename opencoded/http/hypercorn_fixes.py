@@ -11,6 +11,8 @@ docs/architecture.md). Each has a test that fails without it.
    refused WebSocket handshake on the same connection) escaped `TCPServer.run` and took the
    whole server down: any client could stop the daemon with one packet. One connection's
    failure now ends that connection only (tests/test_ws_refused_reuse.py).
+
+`apply` also installs the batched WebSocket send of `ws_frames` (not a fix: a fast path).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import logging
 
 from hypercorn.trio.tcp_server import TCPServer
+
+from . import ws_frames
 
 log = logging.getLogger(__name__)
 
@@ -42,3 +46,4 @@ async def _run_one_connection(self: TCPServer) -> None:
 def apply() -> None:
     TCPServer._read_data = _read_data_then_stop_idle_timer  # type: ignore[method-assign]
     TCPServer.run = _run_one_connection  # type: ignore[method-assign]
+    ws_frames.apply()

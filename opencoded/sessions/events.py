@@ -26,7 +26,11 @@ from ..records import Event
 from ..storage import Store
 from ..storage.store import QueuedEvent
 
-WATCHER_BUFFER = 256
+# Events a live watcher may lag before it is dropped (and catches up from storage). One
+# storage commit publishes up to store.MAX_BATCH_EVENTS of a session at once: a smaller
+# buffer dropped every watcher at each burst and sent them all to SQLite to read the same
+# events back. The buffered events are the ones all watchers share, not copies.
+WATCHER_BUFFER = 2048
 # How long a closing log's followers wait for events still being written.
 CLOSE_DRAIN = 2.0
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 import trio
-from quart import Response, request, websocket
+from quart import Response, current_app, request, websocket
 from quart_trio import QuartTrio
 
 from ...agent import abort_turn, answer_permission, submit_message
@@ -36,6 +36,7 @@ from ...records import Event
 from ...sessions import EventLog
 from ..app import get_daemon
 from ..params import parse_json, parse_uint, query
+from ..ws_frames import FrameCache, plain_frame
 from .openapi import op, path_param, query_param
 from .sessions import load_session
 
@@ -75,6 +76,25 @@ def sse_message(event: Event) -> bytes:
     return (
         f"id: {event.seq}\nevent: {wire_type(event.type)}\ndata: {_dumps(event.data)}\n\n".encode()
     )
+
+
+def frame_cache() -> FrameCache:
+    return current_app.extensions["opencoded.frames"]
+
+
+def cached_ws_frame(frames: FrameCache, event: Event) -> tuple[str, bytes]:
+    """`ws_frame` and its `plain_frame`, encoded once per event for all of its watchers."""
+
+    def encode() -> tuple[str, bytes]:
+        text = ws_frame(event)
+        return text, plain_frame(text)
+
+    key = (event.session_id, event.seq, "ws")
+    return frames.get(key, encode, lambda item: len(item[0]) + len(item[1]))
+
+
+def cached_sse_message(frames: FrameCache, event: Event) -> bytes:
+    return frames.get((event.session_id, event.seq, "sse"), lambda: sse_message(event))
 
 
 def error_frame(error: ApiError) -> str:
@@ -117,13 +137,17 @@ async def _serve_websocket(
 ) -> None:
     start = log.committed_seq if after is None else after
     ws = websocket._get_current_object()
+    frames = frame_cache()
     await ws.accept()
     pump_done, end = trio.Event(), trio.Event()
 
     async def pump() -> None:
-        async with aclosing(log.follow(start)) as events:
-            async for event in events:
-                await ws.send(ws_frame(event))
+        # Whatever is ready goes out in one write, one event per frame (ws_frames).
+        async with aclosing(log.follow_batches(start)) as batches:
+            async for batch in batches:
+                assert batch is not None  # no heartbeat asked for
+                pairs = [cached_ws_frame(frames, event) for event in batch]
+                await ws.send_frames([p[0] for p in pairs], [p[1] for p in pairs])
         pump_done.set()
         end.set()
 
@@ -258,12 +282,13 @@ async def session_events(session_id: str) -> Response:
     after = resume if resume is not None else params.after
     refuse_if_stopping(daemon)
     await load_session(session_id)  # a 404 now; the body holds the session while it runs
+    frames = frame_cache()
 
     async def body():
         try:
             async with (
                 daemon.sessions.hold(session_id) as runtime,
-                aclosing(_sse_body(daemon, runtime.log, after)) as chunks,
+                aclosing(_sse_body(daemon, runtime.log, after, frames)) as chunks,
             ):
                 async for chunk in chunks:
                     yield chunk
@@ -273,13 +298,15 @@ async def session_events(session_id: str) -> Response:
     return sse_response(body())
 
 
-async def _sse_body(daemon: Daemon, log: EventLog, after: int | None) -> AsyncIterator[bytes]:
+async def _sse_body(
+    daemon: Daemon, log: EventLog, after: int | None, frames: FrameCache
+) -> AsyncIterator[bytes]:
     start = log.committed_seq if after is None else after
     follow = log.follow_batches(start, heartbeat=SSE_HEARTBEAT)
     async with aclosing(follow) as batches:
         async for batch in batches:
             if batch is not None:
-                yield b"".join(sse_message(event) for event in batch)
+                yield b"".join(cached_sse_message(frames, event) for event in batch)
             elif daemon.stopping.is_set():
                 return
             else:
