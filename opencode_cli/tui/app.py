@@ -34,7 +34,7 @@ from opencode_cli._models import Event, Message
 from opencode_cli._wire import SSEParser
 from opencode_cli.cli._output import short_text
 from opencode_cli.cli._sessions import title_for
-from opencode_cli.cli._turn import key_hint
+from opencode_cli.cli._turn import compaction_line, key_hint, retry_line
 from opencode_cli.cli.sessions import diff_text, model_label
 
 from .widgets import (
@@ -101,6 +101,7 @@ class OpencodeApp(App[None]):
         self._tools: dict[str, ToolBlock] = {}
         self._asked: set[str] = set()
         self._summary = ""
+        self._retrying = ""  # the last `retry` event's line, shown until the next event
         self._list_lock = asyncio.Lock()
 
     # ---- layout --------------------------------------------------------------------------
@@ -146,7 +147,9 @@ class OpencodeApp(App[None]):
         link = "" if self.connected else " · reconnecting…"
         sid = self.session_id or "new session"
         summary = f" · {self._summary}" if self._summary and not self.busy else ""
-        self.query_one("#status", Static).update(f"{sid} · {model} · {state}{summary}{link}")
+        retrying = f" · {self._retrying}" if self._retrying and self.busy else ""
+        line = f"{sid} · {model} · {state}{retrying}{summary}{link}"
+        self.query_one("#status", Static).update(line)
 
     def watch_busy(self) -> None:
         self._status()
@@ -310,6 +313,10 @@ class OpencodeApp(App[None]):
 
     async def handle_event(self, ev: Event) -> None:
         data = ev.data
+        if self._retrying or ev.type == "retry":
+            self._retrying = retry_line(data) if ev.type == "retry" else ""
+            self.busy = self.busy or ev.type == "retry"
+            self._status()
         if ev.type == "text-delta":
             self.busy = True
             text = await self._text_block()
@@ -326,6 +333,9 @@ class OpencodeApp(App[None]):
             block.finish(str(data.get("output") or ""), bool(data.get("error")))
         elif ev.type == "permission":
             self.ask_permission(str(data.get("id")), str(data.get("tool", "?")), data.get("args"))
+        elif ev.type in ("compaction", "retry"):
+            line = compaction_line(data) if ev.type == "compaction" else retry_line(data)
+            await self.conversation.mount(Notice(line))
         elif ev.type == "error":
             message = f"error: {short_text(str(data.get('message', '')))} ({data.get('code')})"
             await self.conversation.mount(Notice(message, error=True))
