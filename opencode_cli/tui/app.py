@@ -182,6 +182,8 @@ class OpencodeApp(App[None]):
         await view.clear()
         items = []
         for s in sessions:
+            if s.id == self.session_id and s.title:
+                self.sub_title = s.title  # renamed meanwhile (config titles: model)
             mark = "● " if s.status == "busy" else ""
             where = "" if not self.all_projects else f"  ({os.path.basename(s.directory or '')})"
             items.append(SessionItem(s.id, f"{mark}{s.title or s.id}{where}"))
