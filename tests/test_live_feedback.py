@@ -141,6 +141,28 @@ async def test_model_titles_after_the_first_turn(
     await d.shutdown()
 
 
+async def test_a_slow_title_delays_nothing_and_dies_with_its_session(
+    nursery: trio.Nursery, fake: FakeLLM, project_dir: Path
+) -> None:
+    d = await start_daemon(nursery, short_tmp(), provider_config(fake, titles="model"))
+    fake.answer_containing(TITLE_SYSTEM[:40], Reply(stall=True))  # never answers
+    async with d.unix() as client:
+        sid = await new_session(client, project_dir)
+        await run_turn(client, sid, "first")
+        with trio.fail_after(10):
+            while not title_requests(fake):
+                await trio.sleep(0.02)
+        # The title request hangs: the session is idle and takes the next message.
+        assert (await client.get(f"/sessions/{sid}")).json()["status"] == "idle"
+        events = await run_turn(client, sid, "second")
+        assert of_type(events, "complete")[0]["status"] == "completed"
+        assert fake.disconnects == 0
+        assert (await client.delete(f"/sessions/{sid}")).status_code == 200
+        with trio.fail_after(10):  # the delete cancelled it: the fake sees the request go
+            await fake.disconnected.wait()
+    await d.shutdown()
+
+
 async def test_default_config_makes_no_title_request(
     nursery: trio.Nursery, fake: FakeLLM, project_dir: Path
 ) -> None:
