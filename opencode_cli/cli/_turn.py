@@ -125,7 +125,7 @@ class TextRenderer:
             self.waiting()
         elif ev.type == "retry":  # the provider failed before answering: tried again soon
             line = retry_line(data)
-            if self.spinner.enabled:
+            if self.spinner.enabled and not (self._mid_line and is_tty(self.o)):
                 self.waiting(line, now=True)
             else:
                 self.note(line)
