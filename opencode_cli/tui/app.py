@@ -315,9 +315,11 @@ class OpencodeApp(App[None]):
 
     async def handle_event(self, ev: Event) -> None:
         data = ev.data
-        if self._retrying or ev.type == "retry":
-            self._retrying = retry_line(data) if ev.type == "retry" else ""
-            self.busy = self.busy or ev.type == "retry"
+        if ev.type == "retry":  # in the status line until the next event
+            self._retrying, self.busy = retry_line(data), True
+            self._status()
+        elif self._retrying:
+            self._retrying = ""
             self._status()
         if ev.type == "text-delta":
             self.busy = True
