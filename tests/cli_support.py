@@ -23,11 +23,12 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-import pexpect
-import pytest
+
+if TYPE_CHECKING:  # the benchmarks import this module too: pytest and pexpect when used
+    import pexpect
 
 BIN = Path(sys.executable).parent
 OPENCODE = str(BIN / "opencode")
@@ -263,6 +264,7 @@ def rmtree(path: Path) -> None:
 def cli_fixtures(prefix: str) -> tuple[Any, Any, Any]:
     """The fixtures `fake`, `daemon` (module-scoped) and `workdir` (per test, named with
     `prefix`), to assign at a test module's top level."""
+    import pytest
 
     @pytest.fixture(scope="module", name="fake")
     def fake_fixture() -> Iterator[FakeLLMProcess]:
@@ -300,6 +302,8 @@ def spawn_cli(
     args: Sequence[str], env: dict[str, str], cwd: Path | str, timeout: float = 20
 ) -> pexpect.spawn:
     """``opencode ARGS`` in a pseudo-terminal (200 columns), as a person would run it."""
+    import pexpect
+
     return pexpect.spawn(
         OPENCODE,
         list(args),
