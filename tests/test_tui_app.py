@@ -357,11 +357,15 @@ def test_compactions_and_retries_show_as_system_lines(
             # line until the next event (here the abort's).
             fake.push(status=529)
             fake.push(stall=True)
+            sent = len(fake.requests())
             await say(pilot, "and now?")
             await until(pilot, lambda: "retrying in" in status_line(app), "the retry")
             retry = f"(HTTP 529 overloaded: {fake.url}) — attempt 2/4"
             assert retry in status_line(app)
             assert retry in notices()[-1] and notices()[-1].startswith("retrying in")
+            # Abort once the retry reached the stalling reply (none is left to the next test).
+            await until(pilot, lambda: len(fake.requests()) == sent + 2, "the second try")
+            assert retry in status_line(app)
             await pilot.press("escape")
             await until(pilot, lambda: not app.busy, "the abort")
             assert "retrying" not in status_line(app)
