@@ -166,6 +166,10 @@ class Config:
     log_level: str = "info"
     # postgresql://… : the shared PostgreSQL (docs/scaling.md); None: SQLite in data_dir
     database: str | None = None
+    # Titles of untitled sessions: the first line of the first message (given by the
+    # clients), or "model": the session's model writes one after the first turn (one more
+    # small request, so only when asked; agent/titles.py)
+    titles: Literal["first-line", "model"] = "first-line"
 
     @property
     def data_path(self) -> Path:

@@ -4,6 +4,9 @@ The CLI tests treat everything as a black box, the way a user's shell does: a da
 ``opencoded --port 0 --socket … --data-dir … --config …`` (its ready line parsed from stderr), the
 fake LLM from ``python -m tests.fakes.llm`` scripted over ``POST /_push``, and ``opencode`` run
 from the venv's bin directory.
+
+A CLI test module gets its fixtures with one line, ``fake, daemon, workdir = cli_fixtures("ocx")``:
+the fake LLM and a daemon using it (both for the module), and a fresh short directory per test.
 """
 
 from __future__ import annotations
@@ -18,17 +21,21 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
+
+if TYPE_CHECKING:  # the benchmarks import this module too: pytest and pexpect when used
+    import pexpect
 
 BIN = Path(sys.executable).parent
 OPENCODE = str(BIN / "opencode")
 OPENCODED = str(BIN / "opencoded")
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 20.0
+T = TypeVar("T")
 
 
 def short_tmp(prefix: str = "occ") -> Path:
@@ -187,17 +194,10 @@ class FakeLLMProcess:
 
     def push(self, **reply: Any) -> None:
         """Queue a reply: fields of ``tests.fakes.llm.Reply``; tool_calls as id/name/input."""
-        req = urllib.request.Request(
-            f"{self.url}/_push",
-            data=json.dumps(reply).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        with _no_proxy().open(req, timeout=10) as resp:
-            assert resp.status < 300
+        self.control("/_push", reply)
 
     def control(self, path: str, body: dict[str, Any]) -> None:
-        """POST to one of the fake's control routes (`/_window`, `/_answer_containing`)."""
+        """POST to one of the fake's control routes (`/_push`, `/_window`, …)."""
         req = urllib.request.Request(
             f"{self.url}{path}",
             data=json.dumps(body).encode(),
@@ -259,3 +259,57 @@ def run_cli(
 
 def rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def cli_fixtures(prefix: str) -> tuple[Any, Any, Any]:
+    """The fixtures `fake`, `daemon` (module-scoped) and `workdir` (per test, named with
+    `prefix`), to assign at a test module's top level."""
+    import pytest
+
+    @pytest.fixture(scope="module", name="fake")
+    def fake_fixture() -> Iterator[FakeLLMProcess]:
+        llm = start_fake_llm()
+        yield llm
+        llm.stop()
+
+    @pytest.fixture(scope="module", name="daemon")
+    def daemon_fixture(fake: FakeLLMProcess) -> Iterator[DaemonProcess]:
+        d = start_daemon(fake.url)
+        yield d
+        d.stop()
+        rmtree(d.tmp)
+
+    @pytest.fixture(name="workdir")
+    def workdir_fixture() -> Iterator[Path]:
+        path = short_tmp(prefix)
+        yield path.resolve()
+        rmtree(path)
+
+    return fake_fixture, daemon_fixture, workdir_fixture
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
+    """Poll ``condition`` until it returns something truthy (bounded); returns that."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+def spawn_cli(
+    args: Sequence[str], env: dict[str, str], cwd: Path | str, timeout: float = 20
+) -> pexpect.spawn:
+    """``opencode ARGS`` in a pseudo-terminal (200 columns), as a person would run it."""
+    import pexpect
+
+    return pexpect.spawn(
+        OPENCODE,
+        list(args),
+        env=env,
+        cwd=str(cwd),
+        encoding="utf-8",
+        timeout=timeout,
+        dimensions=(40, 200),
+    )

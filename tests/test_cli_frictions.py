@@ -10,7 +10,6 @@ import json
 import re
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,63 +18,20 @@ import pytest
 
 from opencode_cli import Client
 from tests.cli_support import (
-    OPENCODE,
     DaemonProcess,
     FakeLLMProcess,
     clean_env,
+    cli_fixtures,
     rmtree,
     run_cli,
     short_tmp,
+    spawn_cli,
     start_daemon,
-    start_fake_llm,
+    wait_for,
     write_config,
 )
 
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLMProcess]:
-    llm = start_fake_llm()
-    yield llm
-    llm.stop()
-
-
-@pytest.fixture(scope="module")
-def daemon(fake: FakeLLMProcess) -> Iterator[DaemonProcess]:
-    d = start_daemon(fake.url)
-    yield d
-    d.stop()
-    rmtree(d.tmp)
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    path = short_tmp("ocf")
-    yield path.resolve()
-    rmtree(path)
-
-
-def spawn(args: list[str], env: dict[str, str], cwd: Path | str) -> pexpect.spawn:
-    return pexpect.spawn(
-        OPENCODE,
-        args,
-        env=env,
-        cwd=str(cwd),
-        encoding="utf-8",
-        timeout=20,
-        dimensions=(40, 200),
-    )
-
-
-def wait_for(condition, timeout: float = 15.0, what: str = "condition"):
-    """Poll ``condition`` until it returns something truthy (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+fake, daemon, workdir = cli_fixtures("ocf")
 
 
 def _write_call(name: str, call_id: str = "call_w") -> dict[str, object]:
@@ -169,7 +125,7 @@ def test_prune_refuses_m_confirms_on_a_tty_and_has_dry_run(fake: FakeLLMProcess)
         assert "--yes" in scripted.stderr
         assert listed() == made  # neither the dry run nor the refusal removed anything
 
-        child = spawn(["sessions", "prune", "--older-than", "0min"], env, d.tmp)
+        child = spawn_cli(["sessions", "prune", "--older-than", "0min"], env, d.tmp)
         child.expect_exact("Remove these 2 session(s), not updated for 0 minutes?")
         child.sendline("n")
         child.expect(pexpect.EOF)
@@ -177,7 +133,7 @@ def test_prune_refuses_m_confirms_on_a_tty_and_has_dry_run(fake: FakeLLMProcess)
         assert child.exitstatus == 1
         assert listed() == made
 
-        child = spawn(["sessions", "prune", "--older-than", "0min"], env, d.tmp)
+        child = spawn_cli(["sessions", "prune", "--older-than", "0min"], env, d.tmp)
         child.expect_exact("[y/N]")
         child.sendline("y")
         child.expect_exact("removed 2 session(s)")
@@ -265,7 +221,7 @@ def test_send_continue_asks_a_waiting_permission_on_a_terminal(
         c.sessions.submit(sid, "write it")
         wait_for(lambda: c.permissions.list(sid), what="the permission request")
     fake.push(text=["second reply"])
-    child = spawn(["send", "-c", "next"], daemon.env(NO_COLOR="1"), workdir)
+    child = spawn_cli(["send", "-c", "next"], daemon.env(NO_COLOR="1"), workdir)
     try:
         child.expect_exact(f"session {sid} is waiting for a permission answer")
         child.expect_exact("Allow? [y]es, [n]o, [a]lways")
@@ -287,7 +243,7 @@ def test_spinner_on_a_terminal_until_the_model_answers(
 ) -> None:
     # The model starts a tool call and never finishes it: nothing reaches the client.
     fake.push(text=[], tool_calls=[_write_call("x.txt")], hang=True)
-    child = spawn(["send", "think hard"], daemon.env(), workdir)
+    child = spawn_cli(["send", "think hard"], daemon.env(), workdir)
     try:
         child.expect_exact("waiting for the model…")
         child.sendintr()
@@ -365,6 +321,38 @@ def test_provider_errors_are_short_and_name_the_url(workdir: Path) -> None:
             rmtree(d.tmp)
 
 
+RETRY_LINE = r"retrying in \d+\.\d s \(connection refused: http://127\.0\.0\.1:9\) — attempt {}/4"
+
+
+def test_retries_are_shown_live_with_their_reason_and_url(workdir: Path) -> None:
+    down = start_daemon(None)  # baseURL http://127.0.0.1:9: nothing listens
+    try:
+        child = spawn_cli(["send", "hi"], down.env(), workdir, timeout=30)
+        try:  # on a terminal: the spinner's line, drawn at once for each retry
+            for attempt in (2, 3, 4):
+                child.expect(RETRY_LINE.format(attempt))
+            child.expect_exact("unreachable at http://127.0.0.1:9")
+            child.expect(pexpect.EOF)
+        finally:
+            child.close(force=True)
+        assert child.exitstatus == 1
+
+        piped = run_cli("send", "hi", env=down.env(), cwd=workdir, timeout=60)
+        lines = [ln for ln in piped.stderr.splitlines() if ln.startswith("retrying in")]
+        assert len(lines) == 3 and re.fullmatch(RETRY_LINE.format(2), lines[0])
+
+        as_json = run_cli("send", "--json", "hi", env=down.env(), cwd=workdir, timeout=60)
+        events = [json.loads(line) for line in as_json.stdout.splitlines()]
+        retries = [e for e in events if e["type"] == "retry"]
+        assert [e["data"]["attempt"] for e in retries] == [2, 3, 4]
+        assert retries[0]["data"]["url"] == "http://127.0.0.1:9"
+        assert retries[0]["data"]["reason"] == "connection refused"
+        assert all(isinstance(e["seq"], int) for e in retries)
+    finally:
+        down.stop()
+        rmtree(down.tmp)
+
+
 # ---- 7: titles, and `messages` defaulting to this directory's session --------------------------
 
 
@@ -393,7 +381,7 @@ def test_sessions_get_a_title_and_messages_defaults_to_this_directory(
 
 
 def test_listings_have_headers_and_providers_show_configured(daemon: DaemonProcess) -> None:
-    child = spawn(["providers"], daemon.env(NO_COLOR="1"), "/")
+    child = spawn_cli(["providers"], daemon.env(NO_COLOR="1"), "/")
     child.expect(pexpect.EOF)
     child.close()
     screen = child.before.replace("\r\n", "\n")
@@ -402,7 +390,7 @@ def test_listings_have_headers_and_providers_show_configured(daemon: DaemonProce
     by_id = {row.split()[0]: row for row in rows}
     assert " yes " in by_id["anthropic"]
     assert " no " in by_id["openai"]
-    child = spawn(["sessions"], daemon.env(NO_COLOR="1"), "/")
+    child = spawn_cli(["sessions"], daemon.env(NO_COLOR="1"), "/")
     child.expect(pexpect.EOF)
     child.close()
     assert child.before.lstrip().startswith("ID ")
@@ -537,7 +525,7 @@ def test_send_continue_waits_for_a_running_turn_then_sends(
         c.sessions.submit(sid, "long")
         wait_for(lambda: c.sessions.get(sid).status == "busy", what="the turn to run")
         fake.push(text=["my turn"])
-        child = spawn(["send", "-c", "next"], daemon.env(), workdir)
+        child = spawn_cli(["send", "-c", "next"], daemon.env(), workdir)
         try:
             child.expect_exact("waiting for the session's running turn")
             assert c.sessions.abort(sid)  # the running turn ends; the waiting send goes on

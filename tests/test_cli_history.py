@@ -4,56 +4,18 @@ them: the installed CLI against a real daemon process and the fake LLM process."
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
-
-import pytest
 
 from opencode_cli import Client
 from tests.cli_support import (
     DaemonProcess,
     FakeLLMProcess,
-    rmtree,
+    cli_fixtures,
     run_cli,
-    short_tmp,
-    start_daemon,
-    start_fake_llm,
+    wait_for,
 )
 
-T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLMProcess]:
-    llm = start_fake_llm()
-    yield llm
-    llm.stop()
-
-
-@pytest.fixture(scope="module")
-def daemon(fake: FakeLLMProcess) -> Iterator[DaemonProcess]:
-    d = start_daemon(fake.url)
-    yield d
-    d.stop()
-    rmtree(d.tmp)
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    path = short_tmp("och")
-    yield path.resolve()
-    rmtree(path)
-
-
-def wait_for(condition: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
+fake, daemon, workdir = cli_fixtures("och")
 
 
 def ok(*args: str, daemon: DaemonProcess, cwd: Path) -> str:

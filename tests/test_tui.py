@@ -3,59 +3,27 @@ fake LLM."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
-import pytest
 
 from opencode_cli import Client
 from tests.cli_support import (
-    OPENCODE,
     DaemonProcess,
     FakeLLMProcess,
-    rmtree,
+    cli_fixtures,
     run_cli,
-    short_tmp,
-    start_daemon,
-    start_fake_llm,
+    spawn_cli,
 )
 
 PROMPT = "> "
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLMProcess]:
-    llm = start_fake_llm()
-    yield llm
-    llm.stop()
-
-
-@pytest.fixture(scope="module")
-def daemon(fake: FakeLLMProcess) -> Iterator[DaemonProcess]:
-    d = start_daemon(fake.url)
-    yield d
-    d.stop()
-    rmtree(d.tmp)
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    path = short_tmp("oct")
-    yield path.resolve()
-    rmtree(path)
+fake, daemon, workdir = cli_fixtures("oct")
 
 
 def spawn(daemon: DaemonProcess, cwd: Path, *args: str, **env: str) -> pexpect.spawn:
-    return pexpect.spawn(
-        OPENCODE,
-        ["chat", *args],
-        env=daemon.env(**env),
-        cwd=str(cwd),
-        encoding="utf-8",
-        timeout=15,
-        dimensions=(40, 200),
-    )
+    return spawn_cli(["chat", *args], daemon.env(**env), cwd, timeout=15)
 
 
 def session_id(child: pexpect.spawn) -> str:

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input, ListView
+from textual.widgets import Input, ListView, Static
 
 from opencode_cli import Client
 from opencode_cli.tui import OpencodeApp
@@ -32,36 +33,17 @@ from tests.cli_support import (
     OPENCODE,
     DaemonProcess,
     FakeLLMProcess,
+    cli_fixtures,
     rmtree,
     run_cli,
     short_tmp,
     start_daemon,
-    start_fake_llm,
 )
 
 SIZE = (140, 40)
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLMProcess]:
-    llm = start_fake_llm()
-    yield llm
-    llm.stop()
-
-
-@pytest.fixture(scope="module")
-def daemon(fake: FakeLLMProcess) -> Iterator[DaemonProcess]:
-    d = start_daemon(fake.url)
-    yield d
-    d.stop()
-    rmtree(d.tmp)
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    path = short_tmp("ocu")
-    yield path.resolve()
-    rmtree(path)
+fake, daemon, workdir = cli_fixtures("ocu")
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
@@ -337,6 +319,56 @@ def test_another_clients_turn_streams_into_the_open_session(
             )
             await until(pilot, lambda: texts(app) == ["seen by both"], "the other turn")
             assert (await sent).stdout == "seen by both\n"
+
+    run(scenario)
+
+
+def status_line(app: OpencodeApp) -> str:
+    return str(app.query_one("#status", Static).content)
+
+
+def test_compactions_and_retries_show_as_system_lines(
+    daemon: DaemonProcess, fake: FakeLLMProcess, workdir: Path
+) -> None:
+    with Client(daemon.unix_url) as c:
+        sid = c.sessions.create(directory=str(workdir), title="long one").id
+        for n in range(2):
+            fake.push(text=[f"answer {n} " * 50])
+            assert list(c.sessions.message(sid, text=f"question {n}"))[-1].type == "complete"
+
+    async def scenario() -> None:
+        app = OpencodeApp(daemon.unix_url, session_id=sid, directory=str(workdir))
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.session_id == sid and app.connected, "the session")
+            fake.push(text=["the summary"])
+            loop = asyncio.get_running_loop()
+            done = await loop.run_in_executor(
+                None, lambda: run_cli("compact", sid, env=daemon.env(), cwd=workdir)
+            )
+            assert done.returncode == 0, done.stderr
+
+            def notices() -> list[str]:
+                return [n.text for n in app.query(Notice)]
+
+            [line] = await until(pilot, notices, "the compaction line")
+            assert re.fullmatch(r"context compacted \(summarised\): [\d,]+ → [\d,]+ tokens", line)
+
+            # The provider is overloaded once, then stalls: the retry stays in the status
+            # line until the next event (here the abort's).
+            fake.push(status=529)
+            fake.push(stall=True)
+            sent = len(fake.requests())
+            await say(pilot, "and now?")
+            await until(pilot, lambda: "retrying in" in status_line(app), "the retry")
+            retry = f"(HTTP 529 overloaded: {fake.url}) — attempt 2/4"
+            assert retry in status_line(app)
+            assert retry in notices()[-1] and notices()[-1].startswith("retrying in")
+            # Abort once the retry reached the stalling reply (none is left to the next test).
+            await until(pilot, lambda: len(fake.requests()) == sent + 2, "the second try")
+            assert retry in status_line(app)
+            await pilot.press("escape")
+            await until(pilot, lambda: not app.busy, "the abort")
+            assert "retrying" not in status_line(app)
 
     run(scenario)
 

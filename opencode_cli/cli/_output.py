@@ -130,13 +130,16 @@ class Spinner:
         self._since = 0.0
         self._shown = False
 
-    def start(self, label: str = "waiting for the model") -> None:
+    def start(self, label: str = "waiting for the model", *, now: bool = False) -> None:
+        """Spin with `label`; the first frame comes after a short pause, or at once (`now`)."""
         import threading
 
         if not self.enabled:
             return
         with self._lock:
             self._label, self._since = label, time.monotonic()
+            if now:
+                self._draw(0)
             if self._thread is None:
                 self._wake.clear()
                 self._thread = threading.Thread(target=self._run, daemon=True)
@@ -160,9 +163,13 @@ class Spinner:
             with self._lock:
                 if self._wake.is_set():
                     return
-                waited = int(time.monotonic() - self._since)
-                text = f"{self.FRAMES[frame % len(self.FRAMES)]} {self._label}… {waited}s"
-                self.stream.write("\r\x1b[K" + paint(text, "dim", self.stream))
-                self.stream.flush()
-                self._shown = True
+                self._draw(frame)
             frame += 1
+
+    def _draw(self, frame: int) -> None:
+        """One frame (the caller holds the lock)."""
+        waited = int(time.monotonic() - self._since)
+        text = f"{self.FRAMES[frame % len(self.FRAMES)]} {self._label}… {waited}s"
+        self.stream.write("\r\x1b[K" + paint(text, "dim", self.stream))
+        self.stream.flush()
+        self._shown = True

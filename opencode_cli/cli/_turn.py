@@ -70,10 +70,10 @@ class TextRenderer:
         self._mid_line = False  # stdout has text without a final newline
         self._streamed = False  # text-deltas seen for the current text block
 
-    def waiting(self, label: str = "waiting for the model") -> None:
-        """Show the spinner (terminals only) until the next event."""
+    def waiting(self, label: str = "waiting for the model", *, now: bool = False) -> None:
+        """Show the spinner (terminals only) until the next event; `now`: draw it at once."""
         if not self._mid_line or not is_tty(self.o):
-            self.spinner.start(label)
+            self.spinner.start(label, now=now)
 
     def _text(self, text: str) -> None:
         if not text:
@@ -121,12 +121,14 @@ class TextRenderer:
                 mark = _TODO_MARKS.get(item.get("status"), "[?]")
                 self.note(paint(f"  {mark} {item.get('content', '')}", "dim", self.e))
         elif ev.type == "compaction":  # the context was compacted before a step
-            what = "summarised" if data.get("summarised") else "old tool outputs elided"
-            before, after = data.get("tokens_before"), data.get("tokens_after")
-            self.note(
-                paint(f"context compacted ({what}): ~{before} → ~{after} tokens", "dim", self.e)
-            )
+            self.note(paint(compaction_line(data), "dim", self.e))
             self.waiting()
+        elif ev.type == "retry":  # the provider failed before answering: tried again soon
+            line = retry_line(data)
+            if self.spinner.enabled and not (self._mid_line and is_tty(self.o)):
+                self.waiting(line, now=True)
+            else:
+                self.note(line)
         elif ev.type == "error":
             label = paint("error:", "bold red", self.e)
             message = str(data.get("message", ""))
@@ -150,6 +152,24 @@ class TextRenderer:
             self.note(paint(f"  │ {line if self.verbose else line[:200]}", "dim", self.e))
         if hidden := len(lines) - len(shown):
             self.note(paint(f"  │ … {hidden} more line(s) (--verbose shows all)", "dim", self.e))
+
+
+def compaction_line(data: dict[str, Any]) -> str:
+    """``context compacted (summarised): 12,345 → 3,210 tokens``."""
+    what = "summarised" if data.get("summarised") else "old tool outputs elided"
+    sizes = [data.get("tokens_before"), data.get("tokens_after")]
+    before, after = (f"{n:,}" if isinstance(n, int) else "?" for n in sizes)
+    return f"context compacted ({what}): {before} → {after} tokens"
+
+
+def retry_line(data: dict[str, Any]) -> str:
+    """``retrying in 1.2 s (connection refused: http://127.0.0.1:9) — attempt 2/4``."""
+    delay = (data.get("delay_ms") or 0) / 1000
+    why = str(data.get("reason") or "provider error")
+    if data.get("url"):
+        why += f": {data['url']}"
+    attempt, most = data.get("attempt", "?"), data.get("max_attempts", "?")
+    return f"retrying in {delay:.1f} s ({why}) — attempt {attempt}/{most}"
 
 
 def _summary(data: dict[str, Any]) -> str:

@@ -34,7 +34,7 @@ from opencode_cli._models import Event, Message
 from opencode_cli._wire import SSEParser
 from opencode_cli.cli._output import short_text
 from opencode_cli.cli._sessions import title_for
-from opencode_cli.cli._turn import key_hint
+from opencode_cli.cli._turn import compaction_line, key_hint, retry_line
 from opencode_cli.cli.sessions import diff_text, model_label
 
 from .widgets import (
@@ -101,6 +101,7 @@ class OpencodeApp(App[None]):
         self._tools: dict[str, ToolBlock] = {}
         self._asked: set[str] = set()
         self._summary = ""
+        self._retrying = ""  # the last `retry` event's line, shown until the next event
         self._list_lock = asyncio.Lock()
 
     # ---- layout --------------------------------------------------------------------------
@@ -146,7 +147,9 @@ class OpencodeApp(App[None]):
         link = "" if self.connected else " · reconnecting…"
         sid = self.session_id or "new session"
         summary = f" · {self._summary}" if self._summary and not self.busy else ""
-        self.query_one("#status", Static).update(f"{sid} · {model} · {state}{summary}{link}")
+        retrying = f" · {self._retrying}" if self._retrying and self.busy else ""
+        line = f"{sid} · {model} · {state}{retrying}{summary}{link}"
+        self.query_one("#status", Static).update(line)
 
     def watch_busy(self) -> None:
         self._status()
@@ -179,6 +182,8 @@ class OpencodeApp(App[None]):
         await view.clear()
         items = []
         for s in sessions:
+            if s.id == self.session_id and s.title:
+                self.sub_title = s.title  # renamed meanwhile (config titles: model)
             mark = "● " if s.status == "busy" else ""
             where = "" if not self.all_projects else f"  ({os.path.basename(s.directory or '')})"
             items.append(SessionItem(s.id, f"{mark}{s.title or s.id}{where}"))
@@ -310,6 +315,12 @@ class OpencodeApp(App[None]):
 
     async def handle_event(self, ev: Event) -> None:
         data = ev.data
+        if ev.type == "retry":  # in the status line until the next event
+            self._retrying, self.busy = retry_line(data), True
+            self._status()
+        elif self._retrying:
+            self._retrying = ""
+            self._status()
         if ev.type == "text-delta":
             self.busy = True
             text = await self._text_block()
@@ -326,6 +337,9 @@ class OpencodeApp(App[None]):
             block.finish(str(data.get("output") or ""), bool(data.get("error")))
         elif ev.type == "permission":
             self.ask_permission(str(data.get("id")), str(data.get("tool", "?")), data.get("args"))
+        elif ev.type in ("compaction", "retry"):
+            line = compaction_line(data) if ev.type == "compaction" else retry_line(data)
+            await self.conversation.mount(Notice(line))
         elif ev.type == "error":
             message = f"error: {short_text(str(data.get('message', '')))} ({data.get('code')})"
             await self.conversation.mount(Notice(message, error=True))

@@ -43,7 +43,7 @@ from ..providers.base import (
     ToolUseBlock,
     Usage,
 )
-from ..providers.retry import stream_with_retry
+from ..providers.retry import Retrying, public_url, short_reason, stream_with_retry
 from ..records import Event, Message, PermissionRequest, Session, Turn, new_id, now
 from ..sessions import RunningTurn, SessionRuntime
 from ..storage import StoreError
@@ -51,7 +51,7 @@ from ..storage.store import PendingWrite
 from ..tools import ToolContext, ToolOutput
 from ..tools.base import ToolError
 from ..tools.sandbox import jail_for
-from . import changes, compaction, history, toolbox
+from . import changes, compaction, history, titles, toolbox
 from .context import Converted
 from .latest import empty_log, remember
 from .latest import latest as cached_event
@@ -171,6 +171,11 @@ class AgentTurn:
             # shutdown) or another BaseException; it propagates after the turn is recorded.
             final = status or ("error" if error else "aborted")
             await self._finalise(final, error)
+        if status == "completed":  # after `complete`, apart from the turn (config titles)
+            plan = self.plan
+            titles.start_after_first_turn(
+                self.daemon, plan.session, plan.provider_id, plan.model, plan.history
+            )
 
     def _prepare(self) -> str:
         """The tool context and the system prompt. Blocking (it resolves the session
@@ -372,7 +377,7 @@ class AgentTurn:
         """Stream one step; returns its text blocks and tool calls."""
         texts: list[str] = []
         calls: list[ToolCall] = []
-        stream = stream_with_retry(provider, request, meter=self.meter)
+        stream = stream_with_retry(provider, request, on_retry=self._retrying, meter=self.meter)
         try:
             async for event in stream:
                 if not self.recorded:
@@ -397,6 +402,22 @@ class AgentTurn:
             await stream.aclose()
         texts += await self._text_end()
         return texts, calls
+
+    async def _retrying(self, retry: Retrying) -> None:
+        """A `retry` event: the step failed before any output and is sent again after
+        `delay_ms`, so clients can say so rather than sit silent through the backoff."""
+        if not self.recorded:
+            await self._await_recorded()
+        spec = self.daemon.providers.specs.get(self.plan.provider_id)
+        data = {
+            "attempt": retry.attempt,
+            "max_attempts": retry.max_attempts,
+            "delay_ms": int(retry.delay * 1000),
+            "reason": short_reason(retry.error),
+            "provider": self.plan.provider_id,
+            "url": public_url(spec.base_url if spec is not None else None),
+        }
+        await self._append("retry", data)
 
     async def _text_delta(self, text: str) -> int:
         if self.text_part is None:

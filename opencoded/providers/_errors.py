@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .base import INVALID_INPUT_KEY, ProviderError
 
@@ -140,21 +141,70 @@ def from_status(
     )
 
 
+def public_url(url: str | None) -> str | None:
+    """A URL fit to show anyone (events, the log): no user, password, query or fragment,
+    where keys could hide."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    return urlunsplit((parts.scheme, host + port, parts.path, "", ""))
+
+
 def connection_error(provider: str, exc: BaseException) -> ProviderError:
     """The request never got an answer (refused, DNS, timeout); names the URL tried."""
     request = getattr(exc, "request", None)
     try:
-        url = f" at {request.url}" if request is not None else ""
+        url = f" at {public_url(str(request.url))}" if request is not None else ""
     except RuntimeError:  # httpx raises when a request was never attached
         url = ""
-    return ProviderError(f"{provider} unreachable{url}: {exc}", retryable=True)
+    return ProviderError(
+        f"{provider} unreachable{url}: {exc}", retryable=True, reason=_connection_reason(exc)
+    )
+
+
+def _connection_reason(exc: BaseException) -> str:
+    """A few words on why a connection failed, from the exception and what it wraps (the
+    SDK's error wraps httpx's, which wraps trio's OSError and its group of attempts)."""
+    found: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(found) < 20:
+        seen = todo.pop()
+        found.append(seen)
+        todo += [e for e in (seen.__cause__, seen.__context__) if e is not None]
+        if isinstance(seen, BaseExceptionGroup):
+            todo += seen.exceptions
+    if any(isinstance(e, ConnectionRefusedError) for e in found):
+        return "connection refused"
+    text = " ".join(f"{type(e).__name__} {e}".lower() for e in found)
+    for words, reason in _CONNECTION_REASONS:
+        if any(w in text for w in words):
+            return reason
+    return "connection failed"
+
+
+_CONNECTION_REASONS = (
+    (("refused",), "connection refused"),
+    (("timeout", "timed out"), "connection timed out"),
+    (("name or service", "nodename", "getaddrinfo", "name resolution"), "host not found"),
+    (("ssl", "certificate"), "TLS handshake failed"),
+    (("reset",), "connection reset"),
+)
 
 
 def stream_cut(provider: str, exc: BaseException | None = None) -> ProviderError:
     """The answer started but did not finish: retryable, nothing complete was received."""
     why = f": {exc}" if exc else ""
     return ProviderError(
-        f"{provider} stream ended before the reply was complete{why}", retryable=True
+        f"{provider} stream ended before the reply was complete{why}",
+        retryable=True,
+        reason="stream cut",
     )
 
 
@@ -184,6 +234,7 @@ def from_sdk(
             f"{provider} sent nothing within the stream idle timeout "
             "(config agent.streamIdleTimeout)",
             retryable=True,
+            reason="no answer within the idle timeout",
         )
     if isinstance(exc, sdk.APIConnectionError | transport_error):
         return stream_cut(provider, exc) if midstream else connection_error(provider, exc)

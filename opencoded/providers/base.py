@@ -150,6 +150,7 @@ class ProviderError(Exception):
         retryable: bool = False,
         retry_after: float | None = None,
         overflow: bool = False,
+        reason: str | None = None,
     ) -> None:
         message = clean_message(message)
         super().__init__(message)
@@ -161,6 +162,8 @@ class ProviderError(Exception):
         # The request did not fit the model's context window: compacting the context
         # and sending again can help (agent.compaction), a plain retry cannot.
         self.overflow = overflow
+        # A few words for a retry notice ("connection refused"); None: derived from status.
+        self.reason = reason
 
 
 class Provider(Protocol):

@@ -5,6 +5,9 @@ the event log), replaying the step would show it twice, so a failure after that 
 with the error. Failures before the first event (429, 5xx, 529, refused connection, a stream
 cut before any content) are retried with exponential backoff and jitter, honouring the
 provider's Retry-After.
+
+Each retry is reported before its wait (`on_retry`, a `Retrying` notice): the turn turns it
+into a `retry` event so clients can say what is happening instead of staying silent.
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from time import perf_counter
 
+import attrs
 import trio
 
 from ..metrics import NO_METER, ProviderMeter
+from ._errors import public_url
 from .base import ChatRequest, Provider, ProviderError, StreamEvent
+
+__all__ = ["Retrying", "backoff_delay", "public_url", "short_reason", "stream_with_retry"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,37 @@ def backoff_delay(
     return delay
 
 
+@attrs.frozen
+class Retrying:
+    """A failed try about to be made again: try `attempt` (1-based) of `max_attempts`."""
+
+    attempt: int
+    max_attempts: int
+    delay: float
+    error: ProviderError
+
+
+_STATUS_WORDS = {
+    408: "request timeout",
+    429: "rate limited",
+    500: "server error",
+    502: "bad gateway",
+    503: "unavailable",
+    504: "gateway timeout",
+    529: "overloaded",
+}
+
+
+def short_reason(err: ProviderError) -> str:
+    """A few words on a retryable failure: "connection refused", "HTTP 529 overloaded"."""
+    if err.reason:
+        return err.reason
+    if err.status is not None:
+        word = _STATUS_WORDS.get(err.status)
+        return f"HTTP {err.status} {word}" if word else f"HTTP {err.status}"
+    return err.message if len(err.message) <= 80 else err.message[:79] + "…"
+
+
 async def stream_with_retry(
     provider: Provider,
     request: ChatRequest,
@@ -52,14 +90,14 @@ async def stream_with_retry(
     max_delay: float = 8.0,
     max_retry_after: float = 60.0,
     sleep: Callable[[float], Awaitable[None]] = trio.sleep,
-    on_retry: Callable[[int, ProviderError, float], None] | None = None,
+    on_retry: Callable[[Retrying], Awaitable[None]] | None = None,
     meter: ProviderMeter = NO_METER,
 ) -> AsyncIterator[StreamEvent]:
     """Yield the events of one step, retrying retryable failures that happen before any event.
 
     attempts counts tries, not retries. A Retry-After longer than max_retry_after is not
     waited for: the error is raised at once (waiting minutes inside a turn helps nobody).
-    on_retry(attempt, error, delay) is called before each wait, e.g. to log or report.
+    on_retry is awaited before each wait, e.g. to report it (the turn's `retry` event).
     `meter` gets the time spent in the provider's stream, latencies and errors (metrics.py).
     """
     mark = perf_counter()  # waiting on the provider since (failed tries and backoff too)
@@ -95,5 +133,5 @@ async def stream_with_retry(
                 delay,
             )
             if on_retry is not None:
-                on_retry(attempt, err, delay)
+                await on_retry(Retrying(attempt + 2, attempts, delay, err))
         await sleep(delay)

@@ -109,6 +109,8 @@ class SessionManager:
         # are read back: what is kept in memory about a session's log must be re-read.
         self.on_remote_events: list[Callable[[str | None], None]] = []
         self._busy_elsewhere: set[str] = set()  # sessions with a turn on another instance
+        # Work done for a session apart from its turns (start_background), by session.
+        self._background: dict[str, set[trio.CancelScope]] = {}
 
     # ---- state -------------------------------------------------------------------------
 
@@ -242,6 +244,27 @@ class SessionManager:
             if runtime.queue and self.after_turn is not None and not self.stopping:
                 self._nursery.start_soon(self.after_turn, runtime)
             self._reclaim_if_idle(runtime)
+
+    def start_background(self, session_id: str, task: Callable[[], Awaitable[None]]) -> None:
+        """Run `task` for the session in our nursery, apart from its turns: it neither keeps
+        the session busy nor delays anything. Cancelled when the session is deleted (or
+        pruned) and at shutdown; `task` must handle its own errors."""
+        if self.stopping:
+            return
+        scope = trio.CancelScope()
+        scopes = self._background.setdefault(session_id, set())
+        scopes.add(scope)
+
+        async def run() -> None:
+            try:
+                with scope:
+                    await task()
+            finally:
+                scopes.discard(scope)
+                if not scopes and self._background.get(session_id) is scopes:
+                    del self._background[session_id]
+
+        self._nursery.start_soon(run)
 
     async def abort(self, session_id: str) -> bool:
         """Cancel the running turn and wait (bounded) until it has recorded its end."""
@@ -383,6 +406,8 @@ class SessionManager:
         return deleted
 
     def _forget(self, session_id: str) -> None:
+        for scope in self._background.pop(session_id, ()):
+            scope.cancel()
         runtime = self._runtimes.get(session_id)
         if runtime is not None:
             runtime.pending_end = None  # its rows are gone

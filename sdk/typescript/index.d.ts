@@ -145,7 +145,23 @@ export type EventType =
   | 'permission'
   | 'error'
   | 'complete'
+  | 'todo'
+  | 'compaction'
+  | 'retry'
+  | 'revert'
+  | 'unrevert'
   | (string & {})
+
+/** `retry` data: the model step failed before any output and is tried again after `delay_ms`
+ * (`attempt` of `max_attempts`; `url` is the provider's base URL, never with a key). */
+export interface RetryData {
+  attempt: number
+  max_attempts: number
+  delay_ms: number
+  reason: string
+  provider: string
+  url: string | null
+}
 
 /** One event of a session's log, the same shape from NDJSON, SSE and the WebSocket. `seq` is
  * missing only on WebSocket control answers (an `error` frame for a refused command). */
@@ -155,7 +171,8 @@ export interface Event<T = Record<string, unknown>> {
   data: T
 }
 
-/** Notices of `GET /events`: `session.created`, `session.deleted`, `session.status`. */
+/** Notices of `GET /events`: `session.created`, `session.deleted`, `session.status`,
+ * `session.updated` (`title`: the model titled the session, config `titles: "model"`). */
 export interface Notice {
   type: string
   seq?: number

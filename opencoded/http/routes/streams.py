@@ -378,7 +378,7 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
     "/events": {
         "get": op(
             "Server-Sent Events of session-level changes "
-            "(session.created, session.deleted, session.status)",
+            "(session.created, session.deleted, session.status, session.updated)",
             op_id="daemonEvents",
             errors=(503,),
             content="text/event-stream",
