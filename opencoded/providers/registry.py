@@ -28,13 +28,14 @@ from typing import Any, Literal
 
 import attrs
 
-from . import catalog
+from . import catalog, discovery
 from .base import Provider, ProviderError
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["anthropic", "openai", "openai-compatible"]
 
+DISCOVERY_REQUEST_TIMEOUT = 10.0  # seconds
 DEFAULT_MODELS: dict[str, str] = {"anthropic": "claude-sonnet-5-5", "openai": "gpt-5.4"}
 _BUILTIN: dict[str, tuple[Kind, str, str, str]] = {
     # id: (kind, display name, env prefix, default base URL)
@@ -202,14 +203,21 @@ class ProviderRegistry:
     async def refresh_models(self) -> None:
         """Ask each usable OpenAI-compatible server which models it has (Ollama & co).
 
-        A server that is down is logged and skipped: listing must not fail for that.
+        A server that is down is logged and skipped: listing must not fail for that. Not
+        through the SDK (see discovery.py), so no SDK is imported before a turn needs it.
         """
         for spec in self.specs.values():
             if spec.kind != "openai-compatible" or not spec.configured:
                 continue
-            provider = self.get(spec.id)
+            assert spec.base_url is not None  # configured
             try:
-                self._discovered[spec.id] = await provider.list_models()  # type: ignore[attr-defined]
+                self._discovered[spec.id] = await discovery.list_model_ids(
+                    spec.id,
+                    spec.base_url,
+                    spec.api_key,
+                    timeout=min(DISCOVERY_REQUEST_TIMEOUT, self.idle_timeout),
+                    key_hint=spec.key_hint,
+                )
             except ProviderError as err:
                 log.warning("could not list models of %s: %s", spec.id, err.message)
 
