@@ -9,7 +9,8 @@ not) and follows STEPS, a list of:
 - `["get", PATH]`, `["post", PATH, BODY]`: one request; a status other than 2xx fails;
 - `["until", PATH, TEXT]`: GET PATH until its body contains TEXT (bounded: 20 s);
 - `["stream", PATH, BODY]`: POST and read the NDJSON stream to its end;
-- `["modules", LABEL]`: print `MODULES LABEL <json list of top-level module names>`.
+- `["modules", LABEL]`: print `MODULES LABEL <json list of top-level module names>`, and
+  `GC LABEL <json {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}>`.
 
 `{sid}` in a path is the id of the last session created. Then it sends SIGTERM to its own
 process: the daemon shuts down as usual and the exit status says whether it went well.
@@ -17,6 +18,7 @@ process: the daemon shuts down as usual and the exit status says whether it went
 
 from __future__ import annotations
 
+import gc
 import http.client
 import json
 import os
@@ -75,6 +77,8 @@ def run_steps(sock: str, steps: list[list[Any]]) -> None:
         if kind == "modules":
             top = sorted({name.split(".")[0] for name in sys.modules})
             sys.stdout.write(f"MODULES {args[0]} {json.dumps(top)}\n")
+            state = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+            sys.stdout.write(f"GC {args[0]} {json.dumps(state)}\n")
             sys.stdout.flush()
         elif kind == "until":
             deadline = time.monotonic() + DEADLINE

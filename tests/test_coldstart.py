@@ -43,8 +43,9 @@ NOT_BEFORE_A_TURN = {
 
 async def run_checkpoints(
     tmp: Path, config: dict[str, Any], steps: list[list[Any]]
-) -> dict[str, set[str]]:
-    """Run the daemon through `steps`; {checkpoint label: top-level modules loaded}."""
+) -> dict[str, Any]:
+    """Run the daemon through `steps`: {checkpoint label: top-level modules loaded,
+    "gc-" + label: the garbage collector's state}."""
     (tmp / "opencode.json").write_text(json.dumps(config))
     args = [
         sys.executable, "-m", "tests.daemon_imports", json.dumps(steps), "--",
@@ -60,11 +61,15 @@ async def run_checkpoints(
     out = done.stdout.decode()
     assert "FAILED" not in out, out + done.stderr.decode()
     assert done.returncode == 0, done.stderr.decode()
-    found: dict[str, set[str]] = {}
+    found: dict[str, Any] = {}
     for line in out.splitlines():
-        if line.startswith("MODULES "):
-            _, label, names = line.split(" ", 2)
-            found[label] = set(json.loads(names))
+        if not line.startswith(("MODULES ", "GC ")):
+            continue
+        kind, label, data = line.split(" ", 2)
+        if kind == "MODULES":
+            found[label] = set(json.loads(data))
+        elif kind == "GC":
+            found[f"gc-{label}"] = json.loads(data)
     return found
 
 
@@ -94,6 +99,9 @@ async def test_serving_and_model_discovery_load_no_sdk(tmpdir_short: Path) -> No
     assert not loaded["idle"] & NOT_BEFORE_A_TURN, loaded["idle"] & NOT_BEFORE_A_TURN
     assert "openai" in loaded["after-turn"]
     assert "anthropic" not in loaded["after-turn"]
+    # The collector, off during start-up, runs again, and skips what start-up made.
+    assert loaded["gc-idle"]["enabled"] is True
+    assert loaded["gc-idle"]["frozen"] > 10_000
 
 
 def test_server_module_imports_nothing_heavy() -> None:
