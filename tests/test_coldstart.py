@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,9 +18,11 @@ from typing import Any
 import pytest
 import trio
 
+from opencoded.http.app import LazyBuilderRule
 from opencoded.providers import discovery
 from opencoded.providers.base import ProviderError
 
+from .conftest import RunningDaemon
 from .fakes.llm import Reply, open_fake_llm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,3 +138,18 @@ async def test_discovery_errors_are_provider_errors() -> None:
         ) == ["fake-model", "qwen2.5-coder:7b"]
         with pytest.raises(ProviderError, match=r"local: not found \(404\)"):
             await discovery.list_model_ids("local", fake.url, None, timeout=5, key_hint="k")
+
+
+async def test_routes_still_build_urls(daemon: RunningDaemon) -> None:
+    """Route URL builders are compiled on first use (http/app.py LazyBuilderRule), and
+    then work as werkzeug's own: every route builds its URL back from its arguments."""
+    app = daemon.daemon.app
+    rules = [r for r in app.url_map.iter_rules() if r.endpoint != "static"]
+    assert len(rules) > 20
+    assert all(isinstance(rule, LazyBuilderRule) for rule in rules)
+    for rule in rules:
+        values = {name: f"x{i}" for i, name in enumerate(sorted(rule.arguments))}
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule).format_map(values)
+        assert rule.build(values) == ("", path)
+        assert rule.build({**values, "q": "1"}) == ("", f"{path}?q=1")
+        assert rule.build(values, append_unknown=False) == ("", path)
