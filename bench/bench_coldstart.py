@@ -13,7 +13,9 @@ Variants, run in alternation (run 1 of each, then run 2 of each, ...) so machine
 them alike; medians are reported:
 
 - `opencoded [LABEL]`: the daemon of each `--tree` (put first on PYTHONPATH, e.g. a
-  `git archive` of another commit; default: this checkout). Its config names the fake as
+  `git archive` of another commit; default: this checkout), with `--env LABEL:NAME=VALUE`
+  added to its environment (e.g. `MALLOC_ARENA_MAX=2`; the same path may appear under two
+  labels). Its config names the fake as
   an OpenAI-compatible provider with model discovery, as peerbench's does.
 - `python -c pass`: interpreter start and exit, the lower bound of any Python daemon.
 - `bare quart-trio`: a QuartTrio app with one `/health` route on hypercorn's trio worker:
@@ -182,6 +184,9 @@ def variants(args: argparse.Namespace, fake_url: str, tmp: Path) -> dict[str, An
                 "--config", str(tmp / "opencode.json"), "--log-level", "warning",
             ]  # fmt: skip
             env = {**base_env, "PYTHONPATH": path}
+            env |= dict(
+                e.split(":", 1)[1].split("=", 1) for e in args.env if e.startswith(f"{label}:")
+            )
             return argv, env, str(tmp / "work") if args.turns else None
 
         out[f"opencoded [{label}]"] = daemon
@@ -206,6 +211,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--turns", action="store_true", help="RSS after a turn per provider")
     parser.add_argument("--tree", action="append", default=[], metavar="LABEL=PATH")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="LABEL:NAME=VALUE", help="for one tree"
+    )
     parser.add_argument("--compile", action="store_true", help="write each tree's .pyc first")
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--idle", type=float, default=1.0, help="seconds before RSS readings")

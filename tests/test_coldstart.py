@@ -28,8 +28,8 @@ from .fakes.llm import Reply, open_fake_llm
 ROOT = Path(__file__).resolve().parent.parent
 
 # Heavy packages that serving needs none of: provider SDKs (and pydantic, which only they
-# bring), MCP, the TUI, metrics, web fetching (httpx; its CLI brings rich and click's
-# friends), HTML conversion.
+# bring), MCP (and anyio, its async layer), the TUI, metrics, web fetching (httpx; its CLI
+# brings rich), HTML conversion.
 NOT_BEFORE_A_TURN = {
     "anthropic",
     "openai",
@@ -39,6 +39,7 @@ NOT_BEFORE_A_TURN = {
     "prometheus_client",
     "httpx",
     "httpx2",
+    "anyio",
     "markdownify",
     "rich",
 }
