@@ -121,8 +121,10 @@ async def _main(config: Config, cors_flag: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     # Start-up creates some 200,000 objects that live as long as the daemon (modules,
     # classes, routes), and the cyclic GC would scan them again and again while they are
-    # made: about 5% of start-up CPU. So it is off until the daemon serves, and then they
-    # are frozen (gc.freeze), so that no later collection scans them either.
+    # made: a tenth of start-up CPU. So it is off until the daemon serves, and then they
+    # are frozen (gc.freeze), so that no later collection scans them either. The price:
+    # start-up's little garbage (attrs leaves the first version of each slotted class) is
+    # never freed, ~1.5 MB of RSS (docs/performance.md).
     gc.disable()
     try:
         return _run(argv)

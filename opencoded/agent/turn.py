@@ -186,7 +186,7 @@ class AgentTurn:
         system = await trio.to_thread.run_sync(self._prepare, abandon_on_cancel=True)
         self._warm_up_snapshot()
         await self._load_context()
-        provider = self.daemon.providers.get(self.plan.provider_id)
+        provider = await self.daemon.providers.load(self.plan.provider_id)
         max_steps = max(1, self.daemon.config.agent.max_steps)
         for step in range(max_steps):
             tools = await toolbox.offered(self.daemon)

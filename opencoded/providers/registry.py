@@ -22,11 +22,13 @@ imported.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import attrs
+import trio
 
 from . import catalog, discovery
 from .base import Provider, ProviderError
@@ -308,6 +310,14 @@ class ProviderRegistry:
 
     # ---- clients -------------------------------------------------------------------------
 
+    async def load(self, provider_id: str) -> Provider:
+        """`get`, with the first import of the provider's SDK (0.7 s of CPU for openai,
+        1.5 s for anthropic) in a worker thread: the event loop serves meanwhile."""
+        if provider_id not in self._providers:
+            kind = self._usable(provider_id).kind
+            await trio.to_thread.run_sync(_import_sdk, kind)
+        return self.get(provider_id)
+
     def get(self, provider_id: str) -> Provider:
         """The provider's client, built on first use (this is when its SDK is imported)."""
         if provider_id in self._providers:
@@ -342,3 +352,7 @@ class ProviderRegistry:
         providers, self._providers = list(self._providers.values()), {}
         for provider in providers:
             await provider.aclose()
+
+
+def _import_sdk(kind: Kind) -> None:
+    importlib.import_module("anthropic" if kind == "anthropic" else "openai")
