@@ -7,7 +7,7 @@ the moment of launch (what peerbench's `cold` phase does). Measured per run: wal
 the first 200, the process's CPU time (user + system) by then (steadier than wall time on
 a shared machine), and its RSS then. With `--turns` the daemon then runs one turn on an
 OpenAI-compatible provider and one on Anthropic (both the fake LLM, its own process) and
-its RSS is read after each.
+its RSS is read after each, and the time from launch to the end of the first turn.
 
 Variants, run in alternation (run 1 of each, then run 2 of each, ...) so machine noise hits
 them alike; medians are reported:
@@ -118,8 +118,9 @@ def request(port: int, method: str, path: str, body: Any = None) -> Any:
         conn.close()
 
 
-def run_turns(port: int, pid: int, workdir: str, idle: float) -> dict[str, float]:
-    """RSS after a turn on the OpenAI-compatible provider, then after one on Anthropic."""
+def run_turns(port: int, pid: int, workdir: str, idle: float, start: float) -> dict[str, float]:
+    """Launch -> the first turn (OpenAI-compatible) done, at once after health 200 like
+    peerbench's first message; RSS after it, then after one on Anthropic."""
     out = {}
     for label, model in (("openai-compatible", "mock/fake-model"), ("anthropic", None)):
         body: dict[str, Any] = {"directory": workdir}
@@ -131,6 +132,8 @@ def run_turns(port: int, pid: int, workdir: str, idle: float) -> dict[str, float
         last = json.loads(lines[-1])
         if last["type"] != "complete" or last["data"]["status"] != "completed":
             raise RuntimeError(f"{label} turn: {lines[-3:]}")
+        if not out:
+            out["first turn done (ms)"] = (time.perf_counter() - start) * 1000
         time.sleep(idle)  # let the turn's background work end before reading RSS
         out[f"RSS after a {label} turn"] = proc_status_mb(pid, "VmRSS")
     return out
@@ -150,10 +153,11 @@ def one_run(
             "CPU by then (ms)": proc_cpu_seconds(proc.pid) * 1000,
             "RSS at health": proc_status_mb(proc.pid, "VmRSS"),
         }
-        time.sleep(idle)
-        out["RSS idle"] = proc_status_mb(proc.pid, "VmRSS")
         if turns is not None:
-            out |= run_turns(port, proc.pid, turns, idle)
+            out |= run_turns(port, proc.pid, turns, idle, start)
+        else:
+            time.sleep(idle)
+            out["RSS idle"] = proc_status_mb(proc.pid, "VmRSS")
         return out
     finally:
         proc.send_signal(signal.SIGTERM)
