@@ -16,6 +16,7 @@ BENCHMARKS = [
     ["bench.bench_fanout"],
     ["bench.bench_cli"],
     ["bench.bench_changes"],
+    ["bench.bench_coldstart", "--turns"],
 ]
 
 

@@ -272,13 +272,15 @@ async def _serve(config, store, token, socket_path, passed, cors_flag, stop, tas
     )
     try:
         async with open_session_manager(store) as sessions, trio.open_nursery() as nursery:
+            probed = trio.Event()
+            nursery.start_soon(_probe_sandbox, probed)  # while the app is built
             daemon = Daemon(config, store, sessions, providers, token, nursery)
             sessions.control_handlers["permission"] = partial(remote_answer, daemon)
             sessions.on_remote_events.append(partial(latest.forget, daemon))
             app = daemon.app = create_app(daemon, Policy.from_config(config, token, cors_flag))
             hc = hypercorn_config(config, socket_path, passed)
             hypercorn_stop = trio.Event()
-            await trio.to_thread.run_sync(sandbox.probe)  # once, off the event loop
+            await probed.wait()
             try:
                 binds = await nursery.start(
                     partial(serve, app, hc, shutdown_trigger=hypercorn_stop.wait)
@@ -300,6 +302,12 @@ async def _serve(config, store, token, socket_path, passed, cors_flag, stop, tas
     finally:
         with trio.CancelScope(shield=True):
             await providers.aclose()
+
+
+async def _probe_sandbox(done: trio.Event) -> None:
+    """Whether bwrap works here: asked once, in a worker thread (it runs bwrap)."""
+    await trio.to_thread.run_sync(sandbox.probe, abandon_on_cancel=True)
+    done.set()
 
 
 async def _run_background(daemon: Daemon, *, task_status: trio.TaskStatus) -> None:

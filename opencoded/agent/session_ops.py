@@ -104,7 +104,8 @@ async def compact_session(daemon: Daemon, session_id: str) -> dict[str, Any]:
             output or compaction.SUMMARY_MAX_TOKENS,
         )
         try:
-            text, usage = await compaction.summarise(daemon.providers.get(provider_id), request)
+            provider = await daemon.providers.load(provider_id)
+            text, usage = await compaction.summarise(provider, request)
         except ProviderError as err:
             raise ProviderFailure(err.message, {"provider": provider_id}) from None
         ctx.summary, ctx.upto, ctx.earlier = text, ctx.earlier_last, []

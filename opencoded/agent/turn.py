@@ -202,7 +202,7 @@ class AgentTurn:
             nursery.start_soon(prepare)
             await self._load_context()
         self._warm_up_snapshot()
-        provider = self.daemon.providers.get(self.plan.provider_id)
+        provider = await self.daemon.providers.load(self.plan.provider_id)
         max_steps = max(1, self.daemon.config.agent.max_steps)
         for step in range(max_steps):
             tools = await toolbox.offered(self.daemon)

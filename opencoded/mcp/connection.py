@@ -30,7 +30,6 @@ import trio
 from ..config import McpServerConfig
 from ..tools.base import ToolOutput
 from .convert import McpTool, convert_result, tools_from_listing
-from .stdio import stdio_transport
 
 log = logging.getLogger(__name__)
 
@@ -352,6 +351,8 @@ class McpServer:
             await resources.enter_async_context(http)
             return streamable_http_client(self.config.url, http_client=http)
         from mcp.client.stdio import get_default_environment
+
+        from .stdio import stdio_transport  # anyio: only with a stdio server
 
         read_fd, write_fd = os.pipe()
         readers.start_soon(_read_stderr, read_fd, tail, self.name)

@@ -15,16 +15,20 @@ body. HTML is converted with markdownify (MIT, on BeautifulSoup) in a worker thr
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import socket
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import httpx
 import trio
 
 from ..config import WebfetchConfig
 from .base import ToolContext, ToolError, ToolOutput
+
+if TYPE_CHECKING:
+    import httpx
 
 FORMATS = ("markdown", "text", "html")
 MAX_REDIRECTS = 5
@@ -69,6 +73,8 @@ async def resolve(host: str, port: int, allow_private: bool) -> list[str]:
 
 
 def _target(url: str) -> httpx.URL:
+    import httpx
+
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:
@@ -85,6 +91,8 @@ async def _request(
 ) -> httpx.Response:
     """Send the GET to a checked address of url's host (the next one if it cannot be
     reached); the response is still streaming."""
+    import httpx
+
     port = url.port or (443 if url.scheme == "https" else 80)
     addresses = await resolve(url.host, port, settings.allow_private)
     for ip in addresses:
@@ -114,7 +122,17 @@ async def _body(response: httpx.Response, limit: int) -> bytes:
     return bytes(body)
 
 
+async def load_httpx() -> Any:
+    """httpx, imported on the first fetch and in a worker thread: it costs ~0.1 s of CPU
+    and 4 MB (its CLI module brings rich and click), which a daemon that never fetches a
+    page should not pay, nor its event loop wait for (docs/performance.md)."""
+    if "httpx" not in sys.modules:
+        await trio.to_thread.run_sync(importlib.import_module, "httpx")
+    return sys.modules["httpx"]
+
+
 async def fetch(url: str, settings: WebfetchConfig) -> Page:
+    httpx = await load_httpx()
     target = _target(url)
     async with httpx.AsyncClient(
         trust_env=False,
@@ -192,6 +210,7 @@ class WebfetchTool:
         if fmt not in FORMATS:
             raise ToolError(f"invalid argument 'format': expected one of {', '.join(FORMATS)}")
         settings = ctx.webfetch or WebfetchConfig()
+        httpx = await load_httpx()
         with trio.move_on_after(settings.timeout) as scope:
             try:
                 page = await fetch(args["url"], settings)
