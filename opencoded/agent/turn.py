@@ -61,6 +61,7 @@ from .prompt import system_prompt
 log = logging.getLogger(__name__)
 
 FINALISE_TIMEOUT = 5.0
+SLICE = 0.0005  # at most this long between checkpoints while a step streams (see _step)
 FIRST_OUT_WAIT = 0.05  # at most this long for the first token's commit (see _first_out)
 
 REJECTED = (
@@ -127,6 +128,7 @@ class AgentTurn:
         self.message_created = now()
         self.recorded = False
         self.first_out = False
+        self.yield_at = 0.0  # perf_counter time of the next checkpoint while streaming
         self.lost_at_start = runtime.log.lost
         self.runtime = runtime
         self.tool_ctx: ToolContext  # set by _prepare, inside run()'s error handling
@@ -398,6 +400,12 @@ class AgentTurn:
                     self.totals.add(event, cost)
                 elif isinstance(event, Stop):
                     pass
+                if time.perf_counter() >= self.yield_at:
+                    # A burst already read (one network read can hold hundreds of
+                    # deltas) is parsed without a checkpoint: let the followers write
+                    # what is committed, and other sessions run, every SLICE.
+                    await trio.lowlevel.checkpoint()
+                    self.yield_at = time.perf_counter() + SLICE
         finally:
             await stream.aclose()
         texts += await self._text_end()

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any, cast
 
-import attrs
 import trio
 
 from ..records import Event
@@ -85,7 +84,8 @@ class EventLog:
                 and last.type == type
                 and _same_but(last.data, data, field)
             ):
-                merged = attrs.evolve(last, data={**data, field: last.data[field] + data[field]})
+                text = last.data[field] + data[field]
+                merged = Event(last.session_id, last.seq, type, {**data, field: text}, last.created)
                 if self._store.replace_queued(place, merged):
                     self._queued = (merged, place)
                     return merged
