@@ -12,11 +12,13 @@ import sys
 BENCHMARKS = [
     ["bench.bench_sessions"],
     ["bench.bench_turn"],
+    ["bench.bench_history"],
     ["bench.bench_load", "--sessions", "1000"],
     ["bench.bench_fanout"],
     ["bench.bench_cli"],
     ["bench.bench_changes"],
     ["bench.bench_coldstart", "--turns"],
+    ["bench.bench_metrics"],
 ]
 
 
