@@ -667,3 +667,23 @@ async def test_shutdown_aborts_a_running_turn(
     assert events[-1]["data"]["status"] == "aborted"
     with trio.fail_after(10):
         await running.finished.wait()
+
+
+async def test_a_turn_whose_directory_became_a_symlink_loop_fails_with_the_plain_error(
+    nursery: trio.Nursery, fake: FakeLLM, tmp_path: Path
+) -> None:
+    """Turn setup runs two steps at once; a failure of one is reported as itself, not as a
+    group of exceptions."""
+    directory = tmp_path / "gone"
+    directory.mkdir()
+    running = await agent_daemon(nursery, fake)
+    async with running.unix() as client:
+        sid = await new_session(client, directory)
+        directory.rmdir()
+        directory.symlink_to(directory)  # resolving it raises (turn setup fails)
+        events = await run_turn(client, sid, "hello")
+    errors = of_type(events, "error")
+    assert events[-1]["type"] == "complete" and events[-1]["data"]["status"] == "error"
+    assert len(errors) == 1 and "RuntimeError" in errors[0]["message"], errors
+    assert "Group" not in errors[0]["message"], errors
+    await running.shutdown()

@@ -194,15 +194,7 @@ class AgentTurn:
         return system_prompt(root, self.plan.project_root)
 
     async def _loop(self) -> None:
-        system = ""
-
-        async def prepare() -> None:
-            nonlocal system
-            system = await trio.to_thread.run_sync(self._prepare, abandon_on_cancel=True)
-
-        async with trio.open_nursery() as nursery:  # the two reads overlap
-            nursery.start_soon(prepare)
-            await self._load_context()
+        system = await self._set_up()
         self._warm_up_snapshot()
         provider = await self.daemon.providers.load(self.plan.provider_id)
         max_steps = max(1, self.daemon.config.agent.max_steps)
@@ -223,6 +215,29 @@ class AgentTurn:
             with self.meter.outside():
                 results = [await self._run_call(call) for call in calls]
             self.ctx.current.append(ChatMessage("user", tuple(results)))
+
+    async def _set_up(self) -> str:
+        """The system prompt (in a worker thread) while the context loads. A failure of
+        either is raised as itself, not as a group (run() tells errors apart by type)."""
+        system = ""
+        failed: list[Exception] = []
+
+        async def prepare() -> None:
+            nonlocal system
+            try:
+                system = await trio.to_thread.run_sync(self._prepare, abandon_on_cancel=True)
+            except Exception as exc:
+                failed.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(prepare)
+            try:
+                await self._load_context()
+            except Exception as exc:
+                failed.insert(0, exc)
+        if failed:
+            raise failed[0]
+        return system
 
     # ---- context and compaction (agent.compaction) -------------------------------------
 
