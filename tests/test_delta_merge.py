@@ -3,6 +3,8 @@ token); a daemon that keeps up still sends every delta on its own."""
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -105,3 +107,25 @@ async def test_a_stream_the_daemon_keeps_up_with_sends_every_delta_alone(
                 events = await stream.rest()
     assert [d["text"] for d in of_type(events, "text-delta")] == pieces
     await running.shutdown()
+
+
+async def test_a_log_does_not_keep_other_sessions_logs_alive_after_their_writes(
+    tmpdir_short: Path,
+) -> None:
+    """An event log remembers its last queued event (to merge into it); once written, that
+    must not keep the write batch, and through its callbacks other logs, in memory."""
+    async with SQLiteStore(tmpdir_short / "opencode.db") as store:
+        for sid in ("live", *(f"s{i}" for i in range(20))):
+            await store.create_session(Session(sid, 1, 1, None, None, None, "/tmp", "t"))
+        live = EventLog("live", store, 0)
+        gone = []
+        for i in range(20):
+            other = EventLog(f"s{i}", store, 0)
+            # Both append back to back: one batch holds both logs' callbacks.
+            await live.append_text("text-delta", {"message_id": "m", "text": "x"})
+            await other.append("text-delta", {"message_id": "m", "text": "y"})
+            gone.append(weakref.ref(other))
+            del other
+        await store.flush()
+        gc.collect()
+        assert [ref for ref in gone if ref() is not None] == []

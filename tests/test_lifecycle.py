@@ -28,7 +28,7 @@ from opencoded.storage.store import MAX_BATCH_EVENTS, MAX_GROUP, QUEUE_JOBS
 
 from .conftest import open_test_store, query_test_db, start_daemon
 from .daemon_process import DaemonProcess
-from .fakes.llm import Reply, open_fake_llm
+from .fakes.llm import FakeToolCall, Reply, open_fake_llm
 from .test_agent import agent_daemon, fake, message_body, new_session
 from .test_recovery import (
     agent_config,
@@ -286,13 +286,18 @@ async def test_a_full_disk_ends_turns_cleanly_and_in_order(
             await daemon.start(nursery)
             async with unix(daemon.socket) as c:
                 sid = await new_session(c, workdir(tmpdir_short))
-                fake.push(Reply(text=[f"w{i} " for i in range(400)], delay=0.01))
+                (workdir(tmpdir_short) / "x.txt").write_text("x\n")
+                # A tool step first (its assistant message is saved mid-turn), then text.
+                fake.push(
+                    Reply(tool_calls=[FakeToolCall("t1", "read", {"path": "x.txt"})]),
+                    Reply(text=[f"w{i} " for i in range(400)], delay=0.01),
+                )
                 body = message_body("write a lot")
                 async with c.stream("POST", f"/sessions/{sid}/messages", json=body) as r:
                     assert r.status_code == 200
                     lines = r.aiter_lines()
-                    first = json.loads(await lines.__anext__())
-                    assert first["type"] == "text-delta"
+                    while json.loads(await lines.__anext__())["type"] != "text-delta":
+                        pass
                     filler = await trio.to_thread.run_sync(fill, disk)
                     with trio.fail_after(20):
                         rest = [json.loads(line) async for line in lines if line]
@@ -315,6 +320,14 @@ async def test_a_full_disk_ends_turns_cleanly_and_in_order(
                     after = [json.loads(line) async for line in r.aiter_lines() if line]
                 assert after[-1]["data"]["status"] == "completed"
                 assert (await c.get("/health")).status_code == 200
+                # The first turn's end was stored late, its message changed in place: the
+                # turns after it send its text (the history kept in memory is not older).
+                fake.push(Reply(text=["third"]))
+                async with c.stream("POST", f"/sessions/{sid}/messages", json=body) as r:
+                    third = [json.loads(line) async for line in r.aiter_lines() if line]
+                assert third[-1]["data"]["status"] == "completed"
+                for request in fake.requests[-2:]:
+                    assert "w0 w1 " in json.dumps(request.body["messages"])
             assert daemon.proc is not None
             daemon.proc.terminate()
             assert await daemon.wait() == 0
@@ -327,7 +340,7 @@ async def test_a_full_disk_ends_turns_cleanly_and_in_order(
             events = stored_events(disk / "data", sid)
             assert_turns_end_in_order(events)
             statuses = [e["data"]["status"] for e in events if e["type"] == "complete"]
-            assert statuses == ["error", "completed"]
+            assert statuses == ["error", "completed", "completed"]
 
 
 def stored_events(data_dir: Path, sid: str) -> list[dict[str, Any]]:

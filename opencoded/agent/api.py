@@ -165,8 +165,14 @@ async def submit_message(daemon: Daemon, session_id: str, parts: list[dict]) -> 
             runtime = sessions.open_locked(session_id, last_seq)
         with sessions.using(runtime):  # not reclaimed under us; released on any error
             _check_free(daemon, session_id, runtime)
+            late_end = runtime.pending_end is not None
             await sessions.store_pending_end(runtime)
-            if ran:  # it has ended since: read what it stored
+            if late_end:
+                # The earlier turn's end was stored only now: its assistant message changed
+                # in place (same head), so read it, never a copy from before.
+                known = None
+                snapshot = await _snapshot(daemon, session_id, with_last_seq=False)
+            elif ran:  # it has ended since: read what it stored
                 known = history.cached(daemon, session_id)
                 snapshot = await _snapshot(daemon, session_id, with_last_seq=False, known=known)
             session, stored = snapshot.session, snapshot.messages or []

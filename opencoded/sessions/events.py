@@ -106,6 +106,8 @@ class EventLog:
             await self._committed.wait()
 
     def _on_commit(self, event: Event) -> None:
+        if self._queued is not None and self._queued[0].seq <= event.seq:
+            self._queued = None  # written: nothing to merge into any more
         self.committed_seq = event.seq
         self._committed.set()
         self._committed = trio.Event()
@@ -127,6 +129,8 @@ class EventLog:
 
     def _on_lost(self, event: Event) -> None:
         """The write failed: no one will see the event, but no one may wait for it either."""
+        if self._queued is not None and self._queued[0].seq <= event.seq:
+            self._queued = None
         self.lost += 1
         self.committed_seq = max(self.committed_seq, event.seq)
         self._committed.set()

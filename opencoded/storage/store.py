@@ -125,6 +125,7 @@ class _EventBatch(_Job):
                 committed(event)
             else:
                 lost(event)
+        self.callbacks = []  # done: an event log still pointing here must not keep others
 
 
 QueuedEvent = tuple[_EventBatch, int]  # an event's place in the write queue
