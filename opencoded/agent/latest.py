@@ -22,6 +22,9 @@ _MISSING = object()
 _EMPTY = "*"  # a key no event type has: the log had no events when it was put
 Cache = dict[str, dict[str, "Event | None"]]  # session id -> type -> its latest event
 _CACHES: WeakKeyDictionary[Daemon, Cache] = WeakKeyDictionary()
+# How many times `forget` ran: a read that a forget overtook is not cached (it may be
+# older than what the other instance appended meanwhile).
+_FORGETS: WeakKeyDictionary[Daemon, int] = WeakKeyDictionary()
 
 
 def _cache(daemon: Daemon) -> Cache:
@@ -36,11 +39,13 @@ async def latest(daemon: Daemon, session_id: str, type: str) -> Event | None:
     types = cache.get(session_id, {})
     found = types.get(type, None if _EMPTY in types else _MISSING)
     if found is _MISSING:
+        forgets = _FORGETS.get(daemon, 0)
         found = await daemon.store.last_event(session_id, type)
         newer = cache.get(session_id, {}).get(type, _MISSING)  # appended while we read
         if newer is not _MISSING:
             return newer  # type: ignore[return-value]
-        _put(cache, session_id, type, found)  # type: ignore[arg-type]
+        if _FORGETS.get(daemon, 0) == forgets:
+            _put(cache, session_id, type, found)  # type: ignore[arg-type]
     return found  # type: ignore[return-value]
 
 
@@ -56,6 +61,7 @@ def empty_log(daemon: Daemon, session_id: str) -> None:
 
 def forget(daemon: Daemon, session_id: str | None) -> None:
     """Another instance appended to the session's log (None: to any session's)."""
+    _FORGETS[daemon] = _FORGETS.get(daemon, 0) + 1
     cache = _cache(daemon)
     if session_id is None:
         cache.clear()

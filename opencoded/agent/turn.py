@@ -53,7 +53,7 @@ from ..tools.base import ToolError
 from ..tools.sandbox import jail_for
 from . import changes, compaction, history, titles, toolbox
 from .context import Converted
-from .latest import empty_log, remember
+from .latest import empty_log, forget, remember
 from .latest import latest as cached_event
 from .permissions import Waiter, agent_state, decide
 from .prompt import system_prompt
@@ -694,6 +694,7 @@ class AgentTurn:
                 # The turn was never stored (its client got a 503): nothing to close.
                 for event in events:
                     self.log.callbacks[1](event)  # settled, so nobody waits for them
+                forget(self.daemon, self.session_id)  # its `complete` was remembered above
                 return False
             # Queued once and waited on again by a later caller (the next submit): a job
             # still in flight when the wait timed out will commit, and queueing it twice
