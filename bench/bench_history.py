@@ -16,39 +16,20 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from typing import Any
 
 from tests.cli_support import start_fake_llm
 
-from .bench_turn import PROMPT, daemon_config, daemon_turn, post_json
+from .bench_turn import PROMPT, anthropic_direct, daemon_config, daemon_turn, post_json
 from .common import Daemon, env_info, ms, pct, table
 
 
 def direct_with_history(fake_url: str, history: int, reply: str) -> Any:
-    import anthropic
-
-    client = anthropic.Anthropic(api_key="test", base_url=fake_url, max_retries=0)
     messages: list[dict[str, Any]] = []
     for _ in range(history):
         messages += [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": reply}]
     messages.append({"role": "user", "content": PROMPT})
-
-    def turn() -> tuple[float, float, int]:
-        start = time.perf_counter()
-        first, chars = 0.0, 0
-        stream = client.messages.create(
-            model="claude-sonnet-4-5", max_tokens=4096, messages=messages, stream=True
-        )
-        with stream:
-            for event in stream:
-                if event.type == "content_block_delta" and event.delta.type == "text_delta":
-                    if not chars:
-                        first = time.perf_counter() - start
-                    chars += len(event.delta.text)
-        return first, time.perf_counter() - start, chars
-
-    return turn
+    return anthropic_direct(fake_url, messages)
 
 
 def session_with_history(

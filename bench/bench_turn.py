@@ -153,20 +153,22 @@ def daemon_turn(sock_path: Path, session_id: str) -> tuple[float, float, int]:
 # ---- the direct path: the SDK straight to the fake ------------------------------------------
 
 
-def anthropic_direct(fake_url: str) -> Callable[[], tuple[float, float, int]]:
+def anthropic_direct(
+    fake_url: str, messages: list[dict[str, Any]] | None = None
+) -> Callable[[], tuple[float, float, int]]:
+    """One turn straight through the SDK; `messages`: the conversation to send (default:
+    the prompt alone)."""
     import anthropic
 
     client = anthropic.Anthropic(api_key="test", base_url=fake_url, max_retries=0)
+    sent = messages or [{"role": "user", "content": PROMPT}]
 
     def turn() -> tuple[float, float, int]:
         start = time.perf_counter()
         first = 0.0
         chars = 0
         stream = client.messages.create(
-            model="claude-sonnet-4-5",
-            max_tokens=4096,
-            messages=[{"role": "user", "content": PROMPT}],
-            stream=True,
+            model="claude-sonnet-4-5", max_tokens=4096, messages=sent, stream=True
         )
         with stream:
             for event in stream:

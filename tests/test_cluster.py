@@ -455,15 +455,17 @@ async def freeze_until_declared_dead(
     return await replay_until_complete(on_b, sid)
 
 
-async def _sync_turn(instance: DaemonProcess, sid: str, text: str) -> None:
+async def _complete_of(instance: DaemonProcess, sid: str, text: str) -> dict:
+    """Run one turn on `instance`; its `complete` data (the turn must have completed)."""
     async with unix(instance.socket) as client:
         body = {"parts": [{"type": "text", "text": text}]}
         with trio.fail_after(20):
             async with client.stream("POST", f"/sessions/{sid}/messages", json=body) as r:
                 assert r.status_code == 200
                 lines = [json.loads(line) async for line in r.aiter_lines() if line]
-        assert lines[-1]["type"] == "complete", lines
-        assert lines[-1]["data"]["status"] == "completed", lines
+    assert lines[-1]["type"] == "complete", lines
+    assert lines[-1]["data"]["status"] == "completed", lines
+    return lines[-1]["data"]
 
 
 def _sent_texts(body: dict) -> list[str]:
@@ -486,22 +488,12 @@ async def test_turns_alternating_between_instances_each_send_the_whole_history(
     plan = [(a, "one"), (a, "two"), (b, "three"), (a, "four"), (b, "five"), (b, "six")]
     for n, (instance, word) in enumerate(plan):
         fake.push(Reply(text=[f"answer {word}"]))
-        await _sync_turn(instance, sid, f"say {word}")
+        await _complete_of(instance, sid, f"say {word}")
         expected = []
         for _, earlier in plan[:n]:
             expected += [f"say {earlier}", f"answer {earlier}"]
         assert _sent_texts(fake.requests[-1].body) == [*expected, f"say {word}"]
     stop_all([a, b])
-
-
-async def _complete_of(instance: DaemonProcess, sid: str, text: str) -> dict:
-    async with unix(instance.socket) as client:
-        body = {"parts": [{"type": "text", "text": text}]}
-        with trio.fail_after(20):
-            async with client.stream("POST", f"/sessions/{sid}/messages", json=body) as r:
-                lines = [json.loads(line) async for line in r.aiter_lines() if line]
-    assert lines[-1]["type"] == "complete", lines
-    return lines[-1]["data"]
 
 
 async def test_session_totals_count_the_turns_of_every_instance(
