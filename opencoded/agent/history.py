@@ -44,7 +44,8 @@ def keep(daemon: Daemon, session_id: str, messages: list[Message], converted: Co
     """Remember the session's messages as just stored (most recently used last)."""
     histories = agent_state(daemon).histories
     histories.pop(session_id, None)
-    ids = {m.id for m in messages}
-    histories[session_id] = History(messages, {k: v for k, v in converted.items() if k in ids})
+    # `converted` holds only messages of this history: conversation() fills it from them,
+    # and messages are never removed from a session.
+    histories[session_id] = History(messages, converted)
     while len(histories) > SESSIONS_KEPT:
         histories.pop(next(iter(histories)))
